@@ -1,0 +1,3 @@
+"""ubsafe: benchmark image safety classifiers for effectiveness and robustness, at cluster scale."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from ubsafe.cli import main
+
+main()
