@@ -9,7 +9,6 @@ the work runs), which a relaunch may change.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import os
@@ -247,12 +246,13 @@ def load_run_config(path: str | os.PathLike[str]) -> RunConfig:
 
 
 def diff_configs(old: RunConfig, new: RunConfig) -> str:
-    """A readable diff of the result-affecting fields ('' when they agree)."""
-    a = json.dumps(old.result_fields(), sort_keys=True, indent=1).splitlines()
-    b = json.dumps(new.result_fields(), sort_keys=True, indent=1).splitlines()
-    if a == b:
-        return ""
-    return "\n".join(difflib.unified_diff(a, b, "run.toml (stored)", "this launch", lineterm=""))
+    """The result-affecting fields that differ, one per line ('' when they agree)."""
+    a, b = old.result_fields(), new.result_fields()
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) != b.get(key):
+            lines.append(f"  {key}: stored {json.dumps(a.get(key))}, this launch {json.dumps(b.get(key))}")
+    return "\n".join(lines)
 
 
 _TARGET_RANK = {"embed": 0, "effectiveness": 1, "robustness": 2, "all": 2}

@@ -133,3 +133,9 @@ def open_run(root: str | os.PathLike[str], config: RunConfig) -> Run:
     root.mkdir(parents=True, exist_ok=True)
     atomic.write_text(path, config.to_toml())
     return Run(root, config)
+
+
+def dataset_root(run: Run) -> Path:
+    """The folder image locations in the plan are relative to (a manifest's folder, or the dataset)."""
+    path = Path(run.config.dataset)
+    return path.parent if path.is_file() else path

@@ -1,0 +1,103 @@
+"""`ubsafe plan | run | reduce | demo`: the pipeline on this machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ubsafe.cli.common import config_flags, config_options, default_out
+
+TARGET = click.Choice(["embed", "effectiveness", "robustness", "all"])
+
+
+def resolve_config(dataset: Path | None, out: Path | None, target: str, kwargs: dict[str, Any]) -> Any:
+    """Build the run config from defaults < dataset's ubsafe.toml < --config < flags."""
+    from ubsafe.config import ConfigError, build_config, read_toml
+
+    config_file = kwargs.get("config_file")
+    if dataset is None:
+        stored = read_toml(config_file).get("dataset") if config_file else None
+        if not stored:
+            raise ConfigError("no DATASET given (and no `dataset` in --config): name the dataset to use")
+        dataset = Path(stored)
+    flags = config_flags(kwargs)
+    flags["out"] = str((out or default_out(dataset)).resolve())
+    flags["target"] = target
+    return build_config(dataset=dataset, config_file=config_file, flags=flags)
+
+
+def prepare(config: Any) -> Any:
+    """Preflight checks, then plan (or reopen) the run. Nothing is written if a check fails."""
+    from ubsafe.stages.plan import plan_run
+    from ubsafe.stages.preflight import check_names, check_weights
+
+    check_names(config)
+    check_weights(config)
+    return plan_run(config)
+
+
+@click.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default output/<dataset name>).")
+@config_options
+def plan(dataset: Path, out: Path | None, **kwargs: Any) -> None:
+    """Validate DATASET and write RUN/plan.parquet (samples → shards, by sample id)."""
+    from ubsafe.stages.plan import plan_run
+    from ubsafe.stages.preflight import check_names
+
+    config = resolve_config(dataset, out, "effectiveness", kwargs)
+    check_names(config)
+    run = plan_run(config)
+    click.echo(f"{run.plan_path}: {len(run.plan)} samples in {run.n_shards} shard(s)")
+
+
+@click.command()
+@click.argument("stage", type=TARGET)
+@click.argument("dataset", type=click.Path(path_type=Path), required=False)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default output/<dataset name>).")
+@config_options
+def run(stage: str, dataset: Path | None, out: Path | None, **kwargs: Any) -> None:
+    """Run STAGE (embed, effectiveness, robustness, all) on DATASET here; only missing shards run."""
+    from ubsafe.launch.local import run_pipeline
+
+    config = resolve_config(dataset, out, stage, kwargs)
+    the_run = prepare(config)
+    run_pipeline(the_run, stage, workers=config.workers)
+    click.echo(f"{stage} done: {the_run.root}")
+    if stage != "embed":
+        click.echo(f"results in {the_run.results_dir}; render them with `ubsafe report {the_run.root}`")
+
+
+@click.command()
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--allow-missing/--no-allow-missing", default=False,
+              help="Write results from the shards that exist, naming the missing ones.")
+def reduce(run_dir: Path, allow_missing: bool) -> None:
+    """Merge RUN's shard outputs into results/ (refuses when shards are missing)."""
+    from ubsafe.rundir import Run
+    from ubsafe.stages.reduce import reduce_run
+
+    written = reduce_run(Run.load(run_dir), allow_missing=allow_missing)
+    for path in written:
+        click.echo(str(path))
+
+
+@click.command()
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("output/demo"),
+              show_default=True, help="Run directory.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("output/demo-data"), show_default=True, help="Demo dataset (made if absent).")
+@click.option("--n", "n", type=click.IntRange(min=22), default=2400, show_default=True, help="Images to make.")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Samples per shard.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Shards run at once.")
+@click.option("--target", type=TARGET, default="all", show_default=True, help="What to run.")
+def demo(out: Path, data_dir: Path, n: int, shard_size: int | None, workers: int | None, target: str) -> None:
+    """The main job on the embedded demo data: data, embeddings, probes, NudeNet, robustness, report."""
+    from ubsafe.demo import run_demo
+
+    report = run_demo(out=out, data_dir=data_dir, n=n, shard_size=shard_size, workers=workers, target=target)
+    click.echo(report)

@@ -1,0 +1,50 @@
+"""Downloading datasets from their real home, the Hugging Face hub (for connected login nodes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: name → (dataset repo, files to fetch)
+DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "unsafebench": ("yiting/UnsafeBench", ("data/*.parquet", "README.md")),
+    "vlm-responses": ("yiting/unsafebench_vlm_responses", ("*",)),
+    "smid": ("yiting/SMID", ("*.parquet", "**/*.parquet", "README.md")),
+    "nsfwdataset": ("yiting/NSFWDataset", ("*.parquet", "**/*.parquet", "README.md")),
+    "multiheaded-dataset": ("yiting/MultiHeaded_Dataset", ("*.parquet", "**/*.parquet", "README.md")),
+    "violence-dataset": ("yiting/Violence_Dataset", ("*.parquet", "**/*.parquet", "README.md")),
+    "self-harm-dataset": ("yiting/Self-harm_Dataset", ("*.parquet", "**/*.parquet", "README.md")),
+}
+
+
+class FetchError(RuntimeError):
+    pass
+
+
+def fetch_dataset(name: str, to: str | os.PathLike[str]) -> Path:
+    """Download dataset `name` into `to` with the hub client; gated repos read HF_TOKEN."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError
+
+    repo, patterns = DATASETS[name]
+    target = Path(to)
+    try:
+        snapshot_download(
+            repo_id=repo,
+            repo_type="dataset",
+            local_dir=target,
+            allow_patterns=list(patterns),
+            token=os.environ.get("HF_TOKEN") or None,
+        )
+    except GatedRepoError:
+        raise FetchError(
+            f"{repo} is gated: accept its terms at https://huggingface.co/datasets/{repo} "
+            "and set HF_TOKEN to a token of that account"
+        ) from None
+    except RepositoryNotFoundError:
+        raise FetchError(f"{repo} was not found (or needs HF_TOKEN)") from None
+    except HfHubHTTPError as exc:
+        raise FetchError(f"downloading {repo} failed: {exc}") from None
+    except OSError as exc:
+        raise FetchError(f"downloading {repo} failed (no network?): {exc}") from None
+    return target

@@ -1,0 +1,134 @@
+"""A generic manifest over image files: CSV, JSONL or Parquet.
+
+Columns: `path` (relative to the manifest's folder, or absolute), `label` (0/1 or Safe/Unsafe),
+`category`, `source`, optional `split` (default `test`), optional `sample_id` (default: the path).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ubsafe.data.dataset import image_hash, suggest
+from ubsafe.data.issues import Issue
+from ubsafe.data.unsafebench import open_parquet
+from ubsafe.taxonomy import SAFETY_LABELS
+
+REQUIRED = ("path", "label", "category", "source")
+LABELS = {"0": 0, "1": 1, **SAFETY_LABELS}
+
+
+def looks_like(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in (".csv", ".jsonl", ".parquet")
+
+
+def _load(path: Path) -> tuple[pd.DataFrame | None, list[str], list[Issue]]:
+    """The manifest's rows, where each row is (for messages: Parquet row, CSV/JSONL line), issues."""
+    name = path.name
+    if path.stat().st_size == 0:
+        return None, [], [Issue("empty-file", name, "file is empty (0 bytes)", "write the manifest rows")]
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        pf, issues = open_parquet(path, name)
+        if pf is None:
+            return None, [], issues
+        frame = pf.read().to_pandas()
+        return frame, [f"{name}:row {i}" for i in range(len(frame))], issues
+    if suffix == ".jsonl":
+        rows = []
+        wheres = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                where = f"{name}:line {number}"
+                return None, [], [Issue("not-json", where, f"is not valid JSON ({exc.msg})", "fix that line")]
+            if not isinstance(value, dict):
+                where = f"{name}:line {number}"
+                return None, [], [Issue("not-json", where, "is not a JSON object", "one object per line")]
+            rows.append(value)
+            wheres.append(f"{name}:line {number}")
+        return pd.DataFrame.from_records(rows), wheres, []
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        return None, [], [Issue("not-csv", name, f"is not a readable CSV file ({exc})", "save it as UTF-8 CSV")]
+    return frame, [f"{name}:line {i + 2}" for i in range(len(frame))], []
+
+
+def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
+    frame, wheres, issues = _load(path)
+    if frame is None:
+        return None, issues, []
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        return None, [
+            Issue(
+                "missing-column",
+                path.name,
+                f"missing column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))})",
+                "a manifest needs path, label, category, source (and optionally split, sample_id)",
+            )
+        ], []
+    root = path.parent
+    records = []
+    for where, row in zip(wheres, frame.to_dict("records"), strict=True):
+        rel = row["path"]
+        if not isinstance(rel, str) or not rel.strip():
+            issues.append(Issue("image-missing", where, "path is empty", "give the image file's path"))
+            rel = ""
+        label = _label(row["label"], where, issues)
+        data = _read_image(root, rel, where, issues) if rel else None
+        sample_id = row.get("sample_id")
+        if sample_id is None or (isinstance(sample_id, float) and sample_id != sample_id) or sample_id == "":
+            sample_id = Path(rel).as_posix()
+        split = row.get("split")
+        records.append(
+            {
+                "sample_id": str(sample_id),
+                "label": label,
+                "category": "" if row["category"] is None else str(row["category"]),
+                "source": "" if row["source"] is None else str(row["source"]),
+                "split": "test" if split is None or split == "" or split != split else str(split),
+                "file": rel,
+                "row": -1,
+                "image_hash": image_hash(data) if data else "",
+                "where": where,
+            }
+        )
+    return pd.DataFrame.from_records(records), issues, []
+
+
+def _label(value: object, where: str, issues: list[Issue]) -> int:
+    if value is None or (isinstance(value, float) and value != value):
+        issues.append(Issue("label", where, "label is empty (NaN)", "set label to 0/1 or Safe/Unsafe"))
+        return -1
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    key = str(value)
+    if key not in LABELS:
+        issues.append(
+            Issue("label", where, f"label {value!r} is not one of 0/1/Safe/Unsafe", suggest(key, tuple(LABELS)))
+        )
+        return -1
+    return LABELS[key]
+
+
+def _read_image(root: Path, rel: str, where: str, issues: list[Issue]) -> bytes | None:
+    file = Path(rel) if Path(rel).is_absolute() else root / rel
+    if not file.is_file():
+        issues.append(
+            Issue("image-missing", where, f"image {rel!r} does not exist ({file})", "fix the path (relative to the manifest)")
+        )
+        return None
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        issues.append(Issue("image-unreadable", where, f"image {rel!r} cannot be read: {exc}", "fix its permissions"))
+        return None

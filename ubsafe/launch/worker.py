@@ -1,0 +1,169 @@
+"""The one function every executor runs: `run_task(run_dir, stage, shards)`.
+
+It receives only the run directory, the stage name and shard indices; the config is reloaded from
+`run.toml`. Each shard is re-checked on disk first (another task may have finished it), logs to its
+own file, and on failure writes `error.json` beside the log instead of sinking the other shards.
+
+Also a command line for plain sbatch scripts: `python -m ubsafe.launch.worker RUN STAGE SHARD...`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ubsafe import atomic
+from ubsafe.rundir import Run
+from ubsafe.stages import STAGES
+
+log = logging.getLogger("ubsafe")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class ShardsFailed(RuntimeError):
+    """Some shards of a task failed; each has its error.json (the others completed)."""
+
+    def __init__(self, stage: str, failed: list[int], errors: list[Path]):
+        self.stage = stage
+        self.failed = failed
+        self.errors = errors
+        listing = ", ".join(str(p) for p in errors[:5])
+        super().__init__(f"stage {stage}: {len(failed)} shard(s) failed {failed[:20]}; see {listing}")
+
+
+@dataclass
+class TaskResult:
+    stage: str
+    done: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def job_id() -> str | None:
+    """The scheduler's id of this task, when there is one."""
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    if array:
+        return f"{array}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID")
+
+
+@contextlib.contextmanager
+def shard_log(path: Path) -> Iterator[logging.Handler]:
+    """Send the `ubsafe` logger's records to the shard's own log file for the duration."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    root = logging.getLogger("ubsafe")
+    previous = root.level
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+        handler.close()
+
+
+def running_path(run: Run, stage: str, shard: int) -> Path:
+    return run.log_path(stage, shard).with_suffix(".running")
+
+
+@contextlib.contextmanager
+def running_marker(run: Run, stage: str, shard: int) -> Iterator[None]:
+    """Mark the shard as in progress (host, pid, job id) until this process is done with it.
+
+    A process killed with -9 leaves the marker behind; `ubsafe status` then sees a dead pid (same
+    host) or a finished job and reports the shard as interrupted, not running.
+    """
+    path = running_path(run, stage, shard)
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id(), "started": time.time()}
+    atomic.write_text(path, json.dumps(record) + "\n")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def write_error(run: Run, stage: str, shard: int, exc: BaseException) -> Path:
+    path = run.error_path(stage, shard)
+    record = {
+        "stage": stage,
+        "shard": shard,
+        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+        "job_id": job_id(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "log": str(run.log_path(stage, shard)),
+        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "config_hash": run.config.config_hash(),
+    }
+    atomic.write_text(path, json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def run_task(run_dir: str, stage: str, shards: Sequence[int]) -> TaskResult:
+    """Run `stage` on each of `shards` that is not done yet. Raise `ShardsFailed` if any failed."""
+    run = Run.load(run_dir)
+    spec = STAGES[stage]
+    result = TaskResult(stage)
+    start = time.perf_counter()
+    for shard in shards:
+        if spec.is_done(run, shard):
+            result.skipped.append(shard)
+            continue
+        error = run.error_path(stage, shard)
+        with shard_log(run.log_path(stage, shard)), running_marker(run, stage, shard):
+            log.info("stage %s shard %d starts (job %s, host %s)", stage, shard, job_id(), socket.gethostname())
+            t0 = time.perf_counter()
+            try:
+                spec.run_shard(run, shard)
+            except Exception as exc:  # noqa: BLE001 - recorded on disk; other shards go on
+                log.exception("stage %s shard %d failed", stage, shard)
+                write_error(run, stage, shard, exc)
+                result.failed.append(shard)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                error.unlink()
+            log.info("stage %s shard %d done in %.1f s", stage, shard, time.perf_counter() - t0)
+            result.done.append(shard)
+    result.seconds = time.perf_counter() - start
+    if result.failed:
+        raise ShardsFailed(stage, result.failed, [run.error_path(stage, s) for s in result.failed])
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 3:
+        print("usage: python -m ubsafe.launch.worker RUN_DIR STAGE SHARD [SHARD ...]", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    run_dir, stage, *shards = args
+    try:
+        result = run_task(run_dir, stage, [int(s) for s in shards])
+    except ShardsFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(f"stage {stage}: done {result.done}, already done {result.skipped}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

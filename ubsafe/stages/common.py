@@ -1,0 +1,100 @@
+"""What several stages share: models loaded once per process, and a shard's decoded images.
+
+Decoding runs in a thread pool while the caller computes (PIL releases the GIL while it decodes and
+resizes), so I/O and compute overlap inside a shard.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ubsafe.data.images import DecodeError, decode_image
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from PIL import Image
+
+    from ubsafe.rundir import Run
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@functools.lru_cache(maxsize=4)
+def encoder(key: str, weights_dir: str, device: str, batch_size: int) -> Any:
+    """The encoder, loaded once per process (a task that runs many shards reuses it)."""
+    from ubsafe.encoders import load_encoder
+
+    return load_encoder(key, weights_dir, device=device, batch_size=batch_size)
+
+
+def run_encoder(run: Run, key: str) -> Any:
+    c = run.config
+    return encoder(key, c.weights_dir, c.device, c.batch_size)
+
+
+@functools.lru_cache(maxsize=16)
+def _classifier(name: str, weights_dir: str, device: str, fitted_dir: str) -> Any:
+    from pathlib import Path
+
+    from ubsafe.classifiers import load_classifier
+
+    return load_classifier(name, weights_dir, device=device, fitted_dir=Path(fitted_dir))
+
+
+def run_classifier(run: Run, name: str) -> Any:
+    device = "cpu" if run.config.device == "auto" else run.config.device
+    return _classifier(name, run.config.weights_dir, device, str(run.fitted_dir))
+
+
+@dataclass
+class Decoded:
+    """A shard's samples after decoding: the converted items in plan order, and the skipped ones."""
+
+    sample_ids: list[str]
+    items: list[Any]
+    skipped: list[tuple[str, str]]
+
+
+def _decode_one(entry: tuple[str, bytes | None, str], convert: Callable[[Image.Image], T]) -> tuple[str, T | None, str]:
+    sample_id, data, reason = entry
+    if data is None:
+        return sample_id, None, reason
+    try:
+        return sample_id, convert(decode_image(data)), ""
+    except DecodeError as exc:
+        return sample_id, None, str(exc)
+
+
+def iter_decoded(
+    run: Run, rows: pd.DataFrame, convert: Callable[[Image.Image], T], *, workers: int | None = None
+) -> Iterator[tuple[str, T | None, str]]:
+    """Yield (sample_id, converted image or None, skip reason) in `rows` order, decoding ahead in threads."""
+    from ubsafe.data.locate import iter_image_bytes
+    from ubsafe.rundir import dataset_root
+
+    root = dataset_root(run)
+    workers = run.config.decode_workers if workers is None else workers
+    entries = iter_image_bytes(root, rows)
+    if workers <= 0:
+        for entry in entries:
+            yield _decode_one(entry, convert)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        yield from pool.map(lambda e: _decode_one(e, convert), entries)
+
+
+def decode_shard(run: Run, rows: pd.DataFrame, convert: Callable[[Image.Image], T]) -> Decoded:
+    out = Decoded([], [], [])
+    for sample_id, item, reason in iter_decoded(run, rows, convert):
+        if item is None:
+            out.skipped.append((sample_id, reason))
+        else:
+            out.sample_ids.append(sample_id)
+            out.items.append(item)
+    return out

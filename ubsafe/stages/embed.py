@@ -1,0 +1,102 @@
+"""Stage `embed`: decode → preprocess → encode every shard's images, clean, into the cache.
+
+One HDF5 file per (encoder, shard). Undecodable images are listed in the file's skipped rows with the
+reason; they never fail the shard. A shard already in the (shared) cache is not encoded again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ubsafe import embeddings as store
+from ubsafe.progress import progress
+from ubsafe.stages import common
+
+if TYPE_CHECKING:
+    from ubsafe.rundir import Run
+
+NAME = "embed"
+SHARDED = True
+log = logging.getLogger(__name__)
+
+
+def encoder_keys(run: Run) -> list[str]:
+    from ubsafe.stages.preflight import encoders_needed
+
+    return encoders_needed(run.config)
+
+
+def cache_key(run: Run, key: str) -> str:
+    from ubsafe.encoders import cache_key as encoder_cache_key
+
+    return str(encoder_cache_key(key))
+
+
+def applies(run: Run) -> bool:
+    return True
+
+
+def is_done(run: Run, shard: int) -> bool:
+    return all(store.is_complete(run, cache_key(run, k), "clean", shard) for k in encoder_keys(run))
+
+
+def run_shard(run: Run, shard: int) -> None:
+    rows = run.shard_plan(shard)
+    for key in encoder_keys(run):
+        ckey = cache_key(run, key)
+        if store.is_complete(run, ckey, "clean", shard):
+            log.info("encoder %s shard %d: already in the cache", key, shard)
+            continue
+        encoder = common.run_encoder(run, key)
+        ids, matrix, skipped, seconds = encode_stream(run, rows, encoder, desc=f"embed {key} shard {shard}")
+        store.write_shard(
+            store.shard_file(run, ckey, "clean", shard),
+            store.expected(run, ckey, "clean", shard),
+            ids,
+            matrix,
+            skipped,
+            dtype=run.config.embedding_dtype,
+            identity=encoder.identity(),
+        )
+        rate = len(ids) / seconds if seconds > 0 else float("inf")
+        log.info("encoder %s shard %d: %d images in %.1f s (%.1f images/s), %d skipped",
+                 key, shard, len(ids), seconds, rate, len(skipped))
+
+
+def encode_stream(
+    run: Run, rows, encoder, *, desc: str  # type: ignore[no-untyped-def]
+) -> tuple[list[str], np.ndarray, list[tuple[str, str]], float]:
+    """Encode `rows` batch by batch while the decode threads work ahead."""
+    import torch
+
+    batch_size = run.config.batch_size
+    ids: list[str] = []
+    parts: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    pending_ids: list[str] = []
+    pending: list[torch.Tensor] = []
+    start = time.perf_counter()
+
+    def flush() -> None:
+        if pending:
+            parts.append(encoder.encode(torch.stack(pending)))
+            ids.extend(pending_ids)
+            pending.clear()
+            pending_ids.clear()
+
+    stream = common.iter_decoded(run, rows, encoder.to_input)
+    for sample_id, pixels, reason in progress(stream, desc=desc, total=len(rows), unit="img"):
+        if pixels is None:
+            skipped.append((sample_id, reason))
+            continue
+        pending.append(pixels)
+        pending_ids.append(sample_id)
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    matrix = np.concatenate(parts) if parts else np.zeros((0, encoder.embed_dim), np.float32)
+    return ids, matrix, skipped, time.perf_counter() - start
