@@ -72,6 +72,8 @@ class RunConfig(BaseModel):
     )
     encoder: str = "vit-l-14-openai"
     classifiers: tuple[str, ...] = PAPER_CLASSIFIERS
+    #: per classifier, the categories it is scored on (default: the paper's coverage in its registry entry)
+    coverage: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     attacks: tuple[str, ...] = ("fgsm", "pgd", "deepfool")

@@ -67,8 +67,8 @@ STAGES: dict[str, Stage] = {
 PIPELINES: dict[str, tuple[str, ...]] = {
     "embed": ("embed",),
     "effectiveness": ("embed", "fit", "score", "reduce"),
-    "robustness": ("embed", "perturb", "fit", "attack", "score", "compare", "reduce"),
-    "all": ("embed", "perturb", "fit", "attack", "score", "compare", "reduce"),
+    "robustness": ("embed", "perturb", "fit", "score", "attack", "compare", "reduce"),
+    "all": ("embed", "perturb", "fit", "score", "attack", "compare", "reduce"),
 }
 
 TARGETS: tuple[str, ...] = tuple(PIPELINES)

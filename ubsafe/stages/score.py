@@ -1,0 +1,134 @@
+"""Stage `score`: every classifier's clean decision on a shard.
+
+Embedding classifiers run vectorised over the shard's cached embeddings; image classifiers (NudeNet,
+VLM judges) over the decoded images. As in the paper, a classifier is scored on the categories it
+covers; fitted classifiers only on the test split. Output: `shards/score/shard-NNNNN.parquet` with
+one row per (sample, classifier): `pred` (1 unsafe, 0 safe, -1 not scored), `score`, and `reason`
+for rows that could not be scored (an undecodable image).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ubsafe import embeddings as store
+from ubsafe import shardfile
+from ubsafe.stages import common
+
+if TYPE_CHECKING:
+    from ubsafe.rundir import Run
+
+NAME = "score"
+SHARDED = True
+log = logging.getLogger(__name__)
+COLUMNS = ("sample_id", "classifier", "pred", "score", "reason")
+
+
+def applies(run: Run) -> bool:
+    return bool(run.config.classifiers)
+
+
+def is_done(run: Run, shard: int) -> bool:
+    return shardfile.is_done(run, NAME, shard)
+
+
+def coverage(run: Run, name: str) -> tuple[str, ...]:
+    from ubsafe.classifiers import get_entry
+
+    return tuple(run.config.coverage.get(name) or get_entry(name).categories)
+
+
+def scored_mask(run: Run, rows: pd.DataFrame, name: str) -> np.ndarray:
+    """Rows this classifier is judged on: covered categories; fitted classifiers only on test."""
+    from ubsafe.classifiers import get_entry
+
+    mask = rows["category"].isin(coverage(run, name)).to_numpy()
+    if get_entry(name).fitted:
+        mask &= (rows["split"] == "test").to_numpy()
+    return mask
+
+
+def encoder_for(run: Run, name: str) -> str:
+    from ubsafe.classifiers import get_entry
+
+    entry = get_entry(name)
+    return run.config.encoder if entry.encoder == "run" else entry.encoder
+
+
+def clean_embeddings(run: Run, encoder_key: str, shard: int) -> store.ShardEmbeddings:
+    from ubsafe.stages.embed import cache_key
+
+    return store.read_shard(run, cache_key(run, encoder_key), "clean", shard)
+
+
+def frame(sample_ids: Any, name: str, pred: Any, score: Any, reason: Any) -> pd.DataFrame:
+    n = len(sample_ids)
+    return pd.DataFrame(
+        {
+            "sample_id": pd.Series(sample_ids, dtype=object),
+            "classifier": [name] * n,
+            "pred": np.asarray(pred, dtype=np.int8),
+            "score": np.asarray(score, dtype=np.float32),
+            "reason": pd.Series(reason, dtype=object),
+        }
+    )
+
+
+def score_embeddings(run: Run, name: str, rows: pd.DataFrame, shard: int) -> pd.DataFrame:
+    part = clean_embeddings(run, encoder_for(run, name), shard)
+    position = {sid: i for i, sid in enumerate(part.sample_ids)}
+    skipped = dict(part.skipped)
+    wanted = rows["sample_id"].tolist()
+    have = [sid for sid in wanted if sid in position]
+    pred = np.full(len(wanted), -1, np.int8)
+    score = np.full(len(wanted), np.nan, np.float32)
+    if have:
+        decided_pred, decided_score = run_classifier(run, name).decide(part.embeddings[[position[s] for s in have]])
+        index = {sid: i for i, sid in enumerate(wanted)}
+        at = [index[s] for s in have]
+        pred[at] = decided_pred
+        score[at] = decided_score
+    reason = [skipped.get(sid, "") if sid not in position else "" for sid in wanted]
+    return frame(wanted, name, pred, score, reason)
+
+
+def score_images(run: Run, name: str, rows: pd.DataFrame) -> pd.DataFrame:
+    classifier = run_classifier(run, name)
+    decoded = common.decode_shard(run, rows, lambda image: image)
+    pred = np.full(len(rows), -1, np.int8)
+    score = np.full(len(rows), np.nan, np.float32)
+    if decoded.items:
+        got_pred, got_score = classifier.decide_images(decoded.items)
+        index = {sid: i for i, sid in enumerate(rows["sample_id"])}
+        at = [index[s] for s in decoded.sample_ids]
+        pred[at] = got_pred
+        score[at] = got_score
+    skipped = dict(decoded.skipped)
+    reason = [skipped.get(sid, "") for sid in rows["sample_id"]]
+    return frame(rows["sample_id"].tolist(), name, pred, score, reason)
+
+
+def run_classifier(run: Run, name: str) -> Any:
+    return common.run_classifier(run, name)
+
+
+def run_shard(run: Run, shard: int) -> None:
+    from ubsafe.classifiers import get_entry
+
+    rows = run.shard_plan(shard)
+    parts = []
+    for name in run.config.classifiers:
+        chosen = rows[scored_mask(run, rows, name)]
+        if chosen.empty:
+            continue
+        if get_entry(name).input == "embedding":
+            parts.append(score_embeddings(run, name, chosen, shard))
+        else:
+            parts.append(score_images(run, name, chosen))
+        log.info("shard %d: %s scored %d rows", shard, name, len(chosen))
+    result = pd.concat(parts, ignore_index=True) if parts else frame([], "", [], [], [])
+    shardfile.write(run.shard_path(NAME, shard, "parquet"), result, shardfile.stage_meta(run, NAME, shard))
