@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from torch import nn
 
 from ubsafe.attacks import (
     AttackSpec,
+    attack_seed,
     paper_draw,
     paper_spec,
     run_attack,
@@ -153,6 +155,24 @@ def test_paper_draw_is_unsafebench_random_sample(n: int, k: int, seed: int) -> N
         random.setstate(state)
     assert paper_draw(n, seed=seed, k=k) == expected
     assert len(set(expected)) == min(n, k)
+
+
+def test_attack_seeds_come_from_identities_and_survive_a_new_process() -> None:
+    seeds = {attack_seed(2023, f"img-{i}", "pgd-eps4") for i in range(500)}
+    assert len(seeds) == 500 and all(0 <= s < 2**63 for s in seeds)
+    assert attack_seed(2023, "img-1", "pgd-eps4") != attack_seed(2024, "img-1", "pgd-eps4")
+    assert attack_seed(2023, "img-1", "pgd-eps4") != attack_seed(2023, "img-1", "pgd-eps8")
+    code = "from ubsafe.attacks import attack_seed; print(attack_seed(2023, 'img-1', 'pgd-eps4'))"
+    root = Path(__file__).resolve().parents[1]
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root,
+        env={**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(root)},
+    )
+    assert int(other.stdout) == attack_seed(2023, "img-1", "pgd-eps4")
 
 
 def test_importing_attack_specs_does_not_import_torch() -> None:

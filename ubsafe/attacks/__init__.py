@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ubsafe.attacks.sampling import paper_draw
+from ubsafe.attacks.sampling import attack_seed, paper_draw
 from ubsafe.attacks.spec import (
     ATTACK_NAMES,
     PAPER_SAMPLES_PER_SOURCE,
@@ -47,6 +47,7 @@ __all__ = [
     "UBSAFE_EPS_255",
     "AttackResult",
     "AttackSpec",
+    "attack_seed",
     "paper_draw",
     "paper_spec",
     "run_attack",

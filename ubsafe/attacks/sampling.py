@@ -1,7 +1,8 @@
-"""Which images an attack run uses: UnsafeBench's draw of clean-correct images."""
+"""Which images an attack uses (UnsafeBench's draw) and the per-sample seeds of its random draws."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 from ubsafe.attacks.spec import PAPER_SAMPLES_PER_SOURCE
@@ -21,3 +22,14 @@ def paper_draw(n_candidates: int, *, seed: int, k: int = PAPER_SAMPLES_PER_SOURC
     if k < 0:
         raise ValueError(f"k {k!r} must be ≥ 0 (images to draw per source; the paper uses 500)")
     return random.Random(seed).sample(range(n_candidates), min(n_candidates, k))
+
+
+def attack_seed(run_seed: int, sample_id: str, attack_key: str) -> int:
+    """The seed of one sample's random draws under one attack, from stable identities alone.
+
+    A hash of (run seed, sample_id, attack key), not of a position in a batch or shard, so a
+    sample's PGD start is the same for any shard layout and across processes.
+    """
+    text = f"{int(run_seed)}\x1f{sample_id}\x1f{attack_key}".encode()
+    digest = hashlib.blake2b(text, digest_size=8, person=b"ubsafe-attack").digest()
+    return int.from_bytes(digest, "little") >> 1  # in [0, 2**63), as torch seeds need

@@ -50,7 +50,8 @@ class AttackSpec:
     """An untargeted L∞ attack: algorithm, budget, iteration settings and the attack space.
 
     All lengths (`eps`, `step_size`) are in attack-space units; `pixel_eps` gives the per-channel
-    budget in pixels. `offset` and `scale` have one entry per image channel.
+    budget in pixels. `offset` and `scale` have one entry per image channel. `step_size` and
+    `random_start` concern FGSM/PGD, `overshoot` and `candidates` DeepFool.
     """
 
     name: AttackName
