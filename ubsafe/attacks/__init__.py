@@ -1,0 +1,71 @@
+"""Gradient attacks (FGSM, PGD, L∞ DeepFool) end to end through an encoder and a surrogate head.
+
+The caller composes `model`: [0, 1] pixels (B, 3, S, S), already resized and cropped → the
+encoder (which normalises inside) → the classifier's differentiable surrogate → 2-class logits
+[safe, unsafe]; and `judge`: pixels → the classifier's hard-rule decision. `run_attack` attacks in
+the spec's attack space and judges the adversarial pixels by the hard rule.
+
+Two modes (`spec.py`):
+- ubsafe's default, `ubsafe_spec(name, eps_255)`: L∞ budget eps_255/255 on the pixels, clamped to
+  [0, 1].
+- the paper's, `paper_spec(name, mean, std)`: UnsafeBench's foolbox 3 setting, eps 0.01 in the
+  normalised input space with bounds (−3, 3); per channel that is eps·std_c in pixels and a box
+  wider than [0, 1]. Its gradients come from whatever `model` returns: UnsafeBench's classifiers
+  returned softmax probabilities, so appending `torch.nn.Softmax(dim=1)` to the model reproduces
+  its loss exactly; ubsafe passes logits.
+
+DeepFool: foolbox's L∞ variant (overshoot on the total perturbation, early stop per sample once the
+surrogate's argmax leaves the label), then the result is projected onto the ε-ball in the attack
+space, exactly as foolbox's `clipped` output that UnsafeBench judged; `linf` is measured after it.
+
+`spec` and `sampling` import no torch; the rest is loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ubsafe.attacks.sampling import attack_seed, paper_draw
+from ubsafe.attacks.spec import (
+    ATTACK_NAMES,
+    PAPER_SAMPLES_PER_SOURCE,
+    PAPER_SEEDS,
+    UBSAFE_EPS_255,
+    AttackSpec,
+    paper_spec,
+    ubsafe_spec,
+)
+
+if TYPE_CHECKING:
+    from ubsafe.attacks.runner import AttackResult, run_attack
+    from ubsafe.attacks.start import uniform_start
+
+__all__ = [
+    "ATTACK_NAMES",
+    "PAPER_SAMPLES_PER_SOURCE",
+    "PAPER_SEEDS",
+    "UBSAFE_EPS_255",
+    "AttackResult",
+    "AttackSpec",
+    "attack_seed",
+    "paper_draw",
+    "paper_spec",
+    "run_attack",
+    "ubsafe_spec",
+    "uniform_start",
+]
+
+_TORCH_NAMES = {
+    "AttackResult": "ubsafe.attacks.runner",
+    "run_attack": "ubsafe.attacks.runner",
+    "uniform_start": "ubsafe.attacks.start",
+}
+
+
+def __getattr__(name: str) -> Any:
+    # torch-backed names load lazily, so importing a spec stays cheap.
+    if name in _TORCH_NAMES:
+        import importlib
+
+        return getattr(importlib.import_module(_TORCH_NAMES[name]), name)
+    raise AttributeError(f"module 'ubsafe.attacks' has no attribute {name!r}")
