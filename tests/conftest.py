@@ -26,8 +26,10 @@ def png_bytes(seed: int, size: tuple[int, int] = (40, 30), mode: str = "RGB") ->
     return buffer.getvalue()
 
 
-def write_unsafebench(root: Path, splits: dict[str, list[dict[str, Any]]], *, files_per_split: int = 1) -> Path:
-    """Write rows in UnsafeBench's published Parquet layout (data/<split>-0000i-of-0000n.parquet)."""
+def write_unsafebench(
+    root: Path, splits: dict[str, list[dict[str, Any]]], *, files_per_split: int = 1
+) -> Path:
+    """Write rows in UnsafeBench's published Parquet layout (data/<split>-*.parquet)."""
     (root / "data").mkdir(parents=True, exist_ok=True)
     for split, rows in splits.items():
         chunks = np.array_split(np.arange(len(rows)), files_per_split)
@@ -36,16 +38,23 @@ def write_unsafebench(root: Path, splits: dict[str, list[dict[str, Any]]], *, fi
             table = pa.table(
                 {
                     "image": pa.array(
-                        [r.get("image", {"bytes": png_bytes(k), "path": f"{k}.png"}) for k, r in zip(chunk, part)],
+                        [
+                            r.get("image", {"bytes": png_bytes(k), "path": f"{k}.png"})
+                            for k, r in zip(chunk, part, strict=True)
+                        ],
                         type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]),
                     ),
-                    "safety_label": pa.array([r.get("safety_label") for r in part], type=pa.string()),
+                    "safety_label": pa.array(
+                        [r.get("safety_label") for r in part], type=pa.string()
+                    ),
                     "category": pa.array([r.get("category") for r in part], type=pa.string()),
                     "source": pa.array([r.get("source") for r in part], type=pa.string()),
                     "text": pa.array([r.get("text", "") for r in part], type=pa.string()),
                 }
             )
-            pq.write_table(table, root / "data" / f"{split}-{i:05d}-of-{files_per_split:05d}.parquet")
+            pq.write_table(
+                table, root / "data" / f"{split}-{i:05d}-of-{files_per_split:05d}.parquet"
+            )
     return root
 
 
@@ -66,7 +75,11 @@ def simple_rows(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def unsafebench_dir(tmp_path: Path) -> Path:
-    return write_unsafebench(tmp_path / "ub", {"train": simple_rows(30, 1), "test": simple_rows(14, 2)}, files_per_split=2)
+    return write_unsafebench(
+        tmp_path / "ub",
+        {"train": simple_rows(30, 1), "test": simple_rows(14, 2)},
+        files_per_split=2,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from conftest import png_bytes, simple_rows, write_unsafebench
+
 from ubsafe.data.dataset import open_dataset
 from ubsafe.data.images import decode_image
 
@@ -21,14 +21,23 @@ def test_unsafebench_layout_ids_labels_and_images(unsafebench_dir: Path) -> None
     table = ds.table
     assert len(table) == 44
     # ids number each split's rows in file-name order across its Parquet files (reference numbering)
-    assert sorted(table.loc[table.split == "train", "sample_id"]) == [f"train-{i:05d}" for i in range(30)]
-    assert sorted(table.loc[table.split == "test", "sample_id"]) == [f"test-{i:05d}" for i in range(14)]
+    assert sorted(table.loc[table.split == "train", "sample_id"]) == [
+        f"train-{i:05d}" for i in range(30)
+    ]
+    assert sorted(table.loc[table.split == "test", "sample_id"]) == [
+        f"test-{i:05d}" for i in range(14)
+    ]
     rows = simple_rows(30, 1)
     row = table.set_index("sample_id").loc["train-00017"]
     assert row.label == (1 if rows[17]["safety_label"] == "Unsafe" else 0)
     assert row.category == rows[17]["category"]
     assert row.source_kind == ("real" if rows[17]["source"] == "Laion5B" else "ai")
-    got = dict((sid, data) for sid, data, _ in ds.iter_images(table[table.sample_id.isin(["train-00017", "test-00003"])]))
+    got = dict(
+        (sid, data)
+        for sid, data, _ in ds.iter_images(
+            table[table.sample_id.isin(["train-00017", "test-00003"])]
+        )
+    )
     assert got["train-00017"] == rows[17]["image"]["bytes"]
     assert got["test-00003"] == simple_rows(14, 2)[3]["image"]["bytes"]
 
@@ -38,7 +47,9 @@ def test_external_layout_base64(tmp_path: Path) -> None:
     (root / "data").mkdir(parents=True)
     images = [png_bytes(i) for i in range(6)]
     pq.write_table(
-        pa.table({"image": [base64.b64encode(b).decode() for b in images], "label": [0, 1, 0, 1, 1, 0]}),
+        pa.table(
+            {"image": [base64.b64encode(b).decode() for b in images], "label": [0, 1, 0, 1, 1, 0]}
+        ),
         root / "data" / "train-00000-of-00001.parquet",
     )
     ds = open_dataset(root)
@@ -57,15 +68,24 @@ def _manifest_rows(tmp_path: Path, n: int = 8) -> list[dict[str, object]]:
     rows = []
     for i in range(n):
         (tmp_path / "img" / f"{i}.png").write_bytes(png_bytes(i))
-        rows.append({"path": f"img/{i}.png", "label": i % 2, "category": "Violence", "source": "Lexica",
-                     "split": "train" if i < 5 else "test"})
+        rows.append(
+            {
+                "path": f"img/{i}.png",
+                "label": i % 2,
+                "category": "Violence",
+                "source": "Lexica",
+                "split": "train" if i < 5 else "test",
+            }
+        )
     return rows
 
 
 def test_manifest_csv_jsonl_parquet_agree(tmp_path: Path) -> None:
     rows = _manifest_rows(tmp_path)
     pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    (tmp_path / "m.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8"
+    )
     pd.DataFrame(rows).to_parquet(tmp_path / "m.parquet")
     tables = [open_dataset(tmp_path / name).table for name in ("m.csv", "m.jsonl", "m.parquet")]
     for table in tables[1:]:

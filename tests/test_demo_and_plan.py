@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.parquet as pq
+from conftest import png_bytes
 from PIL import Image
 
-from conftest import png_bytes
 from ubsafe.data.dataset import open_dataset
 from ubsafe.data.demo import write_demo
 from ubsafe.stages.plan import assign_shards
@@ -50,7 +50,9 @@ def test_demo_covers_categories_sources_labels_formats(demo_dir: Path, cli) -> N
     assert len(sizes) > 50
     result = cli("data", "check", demo_dir, "--images")
     assert result.exit_code == 0, result.output
-    assert "Public and personal health" in result.output and "all 132 images decode" in result.output
+    assert (
+        "Public and personal health" in result.output and "all 132 images decode" in result.output
+    )
 
 
 def test_demo_carries_its_run_defaults(demo_dir: Path) -> None:
@@ -65,8 +67,15 @@ def _manifest(tmp_path: Path, n: int = 40) -> pd.DataFrame:
     rows = []
     for i in range(n):
         (tmp_path / "img" / f"{i:03d}.png").write_bytes(png_bytes(i, (8, 8)))
-        rows.append({"path": f"img/{i:03d}.png", "label": i % 2, "category": CATEGORIES[i % 11],
-                     "source": "Laion5B", "sample_id": f"id-{(i * 7919) % 1000:04d}"})
+        rows.append(
+            {
+                "path": f"img/{i:03d}.png",
+                "label": i % 2,
+                "category": CATEGORIES[i % 11],
+                "source": "Laion5B",
+                "sample_id": f"id-{(i * 7919) % 1000:04d}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -79,7 +88,10 @@ def test_plan_is_invariant_to_row_order(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(plan_a, plan_b)
     assert plan_a.shard.max() == 5 and plan_a.groupby("shard").size().max() == 7
     assert plan_a.sample_id.is_monotonic_increasing
-    assert open_dataset(tmp_path / "a.csv").fingerprint() == open_dataset(tmp_path / "b.csv").fingerprint()
+    assert (
+        open_dataset(tmp_path / "a.csv").fingerprint()
+        == open_dataset(tmp_path / "b.csv").fingerprint()
+    )
 
 
 def test_plan_file_records_shards_and_fingerprint(tmp_path: Path, demo_dir: Path) -> None:
@@ -89,6 +101,17 @@ def test_plan_file_records_shards_and_fingerprint(tmp_path: Path, demo_dir: Path
     plan = assign_shards(ds.table, 50)
     write_plan(tmp_path / "plan.parquet", plan, ds, 50)
     meta = pq.read_schema(tmp_path / "plan.parquet").metadata
-    assert meta[b"ubsafe.n_shards"] == b"3" and meta[b"ubsafe.fingerprint"] == ds.fingerprint().encode()
+    assert (
+        meta[b"ubsafe.n_shards"] == b"3"
+        and meta[b"ubsafe.fingerprint"] == ds.fingerprint().encode()
+    )
     stored = pd.read_parquet(tmp_path / "plan.parquet")
-    assert list(stored.columns)[:7] == ["sample_id", "shard", "category", "source", "source_kind", "label", "split"]
+    assert list(stored.columns)[:7] == [
+        "sample_id",
+        "shard",
+        "category",
+        "source",
+        "source_kind",
+        "label",
+        "split",
+    ]

@@ -21,7 +21,9 @@ def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
 
 def gradient(w: int = 48, h: int = 32) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
-    return np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], axis=-1).astype(np.uint8)
+    return np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], axis=-1).astype(
+        np.uint8
+    )
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -65,13 +67,17 @@ def test_sixteen_bit_png_keeps_its_range() -> None:
     rgb = np.asarray(decode_image(data))
     expected = np.rint(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
     assert rgb.shape == (16, 32, 3)
-    np.testing.assert_array_equal(rgb[..., 0], expected)  # not clipped to 255 as a plain convert would
+    np.testing.assert_array_equal(
+        rgb[..., 0], expected
+    )  # not clipped to 255 as a plain convert would
 
 
 def test_cmyk_jpeg_palette_rgba_gray_and_gif() -> None:
     base = Image.fromarray(gradient())
     cmyk = encode(base.convert("CMYK"), "JPEG", quality=95)
-    assert np.abs(np.asarray(decode_image(cmyk), dtype=int) - np.asarray(base, dtype=int)).mean() < 12
+    assert (
+        np.abs(np.asarray(decode_image(cmyk), dtype=int) - np.asarray(base, dtype=int)).mean() < 12
+    )
 
     palette = base.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.info["transparency"] = 0

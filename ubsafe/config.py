@@ -68,12 +68,14 @@ class RunConfig(BaseModel):
     # --- what is measured (result-affecting) ---
     dataset_format: Literal["auto", "unsafebench", "external", "manifest"] = "auto"
     source_map: dict[str, Literal["real", "ai"]] = Field(
-        default_factory=lambda: dict(DEFAULT_SOURCE_MAP)
+        default_factory=lambda: dict(DEFAULT_SOURCE_MAP)  # type: ignore[arg-type]
     )
     encoder: str = "vit-l-14-openai"
     classifiers: tuple[str, ...] = PAPER_CLASSIFIERS
-    #: per classifier, the categories it is scored on (default: the paper's coverage in its registry entry)
+    #: per classifier, the categories it is scored on (default: its registry entry's coverage)
     coverage: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    #: per classifier, overrides of its registry entry's [options] (e.g. nudenet's threshold)
+    classifier_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
     perturbations: tuple[str, ...] = DEFAULT_PERTURBATIONS
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     attacks: tuple[str, ...] = ("fgsm", "pgd", "deepfool")
@@ -253,7 +255,9 @@ def diff_configs(old: RunConfig, new: RunConfig) -> str:
     lines = []
     for key in sorted(set(a) | set(b)):
         if a.get(key) != b.get(key):
-            lines.append(f"  {key}: stored {json.dumps(a.get(key))}, this launch {json.dumps(b.get(key))}")
+            lines.append(
+                f"  {key}: stored {json.dumps(a.get(key))}, this launch {json.dumps(b.get(key))}"
+            )
     return "\n".join(lines)
 
 
@@ -261,5 +265,5 @@ _TARGET_RANK = {"embed": 0, "effectiveness": 1, "robustness": 2, "all": 2}
 
 
 def widen_target(stored: str, new: str) -> str:
-    """A relaunch for another target keeps what the run already has: robustness implies effectiveness."""
+    """A relaunch for another target keeps what the run has: robustness implies effectiveness."""
     return stored if _TARGET_RANK[stored] > _TARGET_RANK[new] else new

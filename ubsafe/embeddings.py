@@ -9,7 +9,8 @@ runs on the same data share files and runs on other data never collide. `variant
 
 Each file holds `embedding` (rows × dim, raw encoder output in float16 or float32, chunked by rows),
 `sample_id`, the shard's undecodable samples (`skipped_id`, `skipped_reason`) and attributes that
-identify it. A file counts only if those attributes match what the run expects — a missing or foreign
+identify it. A file counts only if those attributes match what the run expects — a missing or
+foreign
 file is never read as zeros.
 """
 
@@ -83,7 +84,8 @@ def write_shard(
     h5py = _h5py()
     if len(sample_ids) + len(skipped) != want.n_rows:
         raise ValueError(
-            f"{path}: {len(sample_ids)} embedded + {len(skipped)} skipped != {want.n_rows} planned rows"
+            f"{path}: {len(sample_ids)} embedded + {len(skipped)} skipped "
+            f"!= {want.n_rows} planned rows"
         )
     matrix = np.ascontiguousarray(embeddings, dtype=np.dtype(dtype))
     strings = h5py.string_dtype(encoding="utf-8")
@@ -92,8 +94,12 @@ def write_shard(
         chunks = (max(1, min(CHUNK_ROWS, rows)), dim) if rows and dim else None
         h5.create_dataset("embedding", data=matrix, chunks=chunks)
         h5.create_dataset("sample_id", data=np.array(list(sample_ids), dtype=object), dtype=strings)
-        h5.create_dataset("skipped_id", data=np.array([s for s, _ in skipped], dtype=object), dtype=strings)
-        h5.create_dataset("skipped_reason", data=np.array([r for _, r in skipped], dtype=object), dtype=strings)
+        h5.create_dataset(
+            "skipped_id", data=np.array([s for s, _ in skipped], dtype=object), dtype=strings
+        )
+        h5.create_dataset(
+            "skipped_reason", data=np.array([r for _, r in skipped], dtype=object), dtype=strings
+        )
         attrs = h5.attrs
         attrs["format_version"] = FORMAT_VERSION
         attrs["encoder_key"] = want.encoder_key
@@ -130,8 +136,13 @@ def problem(path: Path, want: Expected) -> str | None:
     for key, value in checks.items():
         if attrs.get(key) != value:
             return f"{key} is {attrs.get(key)!r}, expected {value!r}"
-    if int(attrs.get("n_embedded", -1)) != rows or rows + int(attrs.get("n_skipped", -1)) != want.n_rows:
-        return f"holds {rows} rows + {attrs.get('n_skipped')} skipped, expected {want.n_rows} in all"
+    if (
+        int(attrs.get("n_embedded", -1)) != rows
+        or rows + int(attrs.get("n_skipped", -1)) != want.n_rows
+    ):
+        return (
+            f"holds {rows} rows + {attrs.get('n_skipped')} skipped, expected {want.n_rows} in all"
+        )
     return None
 
 
@@ -158,7 +169,9 @@ def read_shard(run: Run, encoder_key: str, variant: str, shard: int) -> ShardEmb
     with h5py.File(path, "r", locking=False) as h5:
         ids = h5["sample_id"].asstr()[...]
         matrix = h5["embedding"][...]
-        skipped = list(zip(h5["skipped_id"].asstr()[...], h5["skipped_reason"].asstr()[...], strict=True))
+        skipped = list(
+            zip(h5["skipped_id"].asstr()[...], h5["skipped_reason"].asstr()[...], strict=True)
+        )
     return ShardEmbeddings(shard, np.asarray(ids, dtype=object), matrix, skipped)
 
 
@@ -173,7 +186,9 @@ class IncompleteEmbeddings(RuntimeError):
         super().__init__("\n".join(lines))
 
 
-def check_all(run: Run, encoder_key: str, variant: str, shards: Sequence[int] | None = None) -> None:
+def check_all(
+    run: Run, encoder_key: str, variant: str, shards: Sequence[int] | None = None
+) -> None:
     """Raise `IncompleteEmbeddings` unless every shard file is present and matches."""
     shards = range(run.n_shards) if shards is None else shards
     problems = []
@@ -197,7 +212,12 @@ def iter_shards(
 
 
 def load_all(
-    run: Run, encoder_key: str, variant: str, *, rows: Sequence[str] | None = None, dtype: str = "float32"
+    run: Run,
+    encoder_key: str,
+    variant: str,
+    *,
+    rows: Sequence[str] | None = None,
+    dtype: str = "float32",
 ) -> tuple[np.ndarray, np.ndarray]:
     """The merged view: (sample_ids, embeddings) over all shards, optionally only `rows`' ids."""
     wanted = set(rows) if rows is not None else None

@@ -1,13 +1,13 @@
 """The run directory contract (DESIGN §3): every path a stage, a test or a user reads or writes.
 
-    <run>/run.toml                      resolved config (guarded: see `open_run`)
-    <run>/plan.parquet                  sample_id, shard, category, source, label, split, ...
-    <run>/embeddings/<key>/<variant>/shard-00000.h5   (or under the shared cache dir)
-    <run>/shards/<stage>/shard-00000.<ext>
-    <run>/fitted/<classifier>.safetensors
-    <run>/logs/<stage>/shard-00000.log  and  shard-00000.error.json
-    <run>/results/...                   predictions.parquet, effectiveness.csv, ...
-    <run>/report/...
+<run>/run.toml                      resolved config (guarded: see `open_run`)
+<run>/plan.parquet                  sample_id, shard, category, source, label, split, ...
+<run>/embeddings/<key>/<variant>/shard-00000.h5   (or under the shared cache dir)
+<run>/shards/<stage>/shard-00000.<ext>
+<run>/fitted/<classifier>.safetensors
+<run>/logs/<stage>/shard-00000.log  and  shard-00000.error.json
+<run>/results/...                   predictions.parquet, effectiveness.csv, ...
+<run>/report/...
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ class Run:
 def open_run(root: str | os.PathLike[str], config: RunConfig) -> Run:
     """Create the run directory, or reopen it with a config that must agree on every result field.
 
-    First launch writes `run.toml`. A relaunch whose result-affecting fields differ is refused with a
+    First launch writes `run.toml`. A relaunch whose result-affecting fields differ is refused with
+    a
     diff; execution-only fields (paths, workers, batch size) are updated in place.
     """
     root = Path(root)
@@ -136,6 +137,6 @@ def open_run(root: str | os.PathLike[str], config: RunConfig) -> Run:
 
 
 def dataset_root(run: Run) -> Path:
-    """The folder image locations in the plan are relative to (a manifest's folder, or the dataset)."""
+    """The folder that the plan's image locations are relative to (manifest folder or dataset)."""
     path = Path(run.config.dataset)
     return path.parent if path.is_file() else path

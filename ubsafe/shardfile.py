@@ -44,7 +44,11 @@ def read_meta(path: Path) -> dict[str, str] | None:
         raw = pq.read_schema(path).metadata or {}
     except (OSError, pa.ArrowInvalid):
         return None
-    return {k.decode()[len(PREFIX):]: v.decode() for k, v in raw.items() if k.startswith(PREFIX.encode())}
+    return {
+        k.decode()[len(PREFIX) :]: v.decode()
+        for k, v in raw.items()
+        if k.startswith(PREFIX.encode())
+    }
 
 
 def problem(path: Path, expect: dict[str, str]) -> str | None:

@@ -1,6 +1,7 @@
 """The UnsafeBench taxonomy: category names, labels and the default source mapping.
 
-Names are spelled exactly as the dataset spells them (reference/unsafebench.md §1.4), in the order the
+Names are spelled exactly as the dataset spells them (reference/unsafebench.md §1.4), in the order
+the
 reference code uses.
 """
 

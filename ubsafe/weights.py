@@ -74,7 +74,9 @@ def verify(wf: WeightFile, path: Path) -> None:
         )
 
 
-def fetch(files: Iterable[WeightFile], to: str | os.PathLike[str], *, force: bool = False) -> list[Path]:
+def fetch(
+    files: Iterable[WeightFile], to: str | os.PathLike[str], *, force: bool = False
+) -> list[Path]:
     """Download `files` from the hub into `to`; skip those already present. Needs the network."""
     from huggingface_hub import hf_hub_download
 

@@ -237,9 +237,19 @@ def fit_probe(
 
 
 def fit_entry(
-    entry: ClassifierEntry, embeddings: np.ndarray, labels: np.ndarray, *, seed: int, encoder: str
+    entry: ClassifierEntry,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int,
+    encoder: str,
+    categories: np.ndarray | None = None,
 ) -> Probe:
-    """Fit `entry`'s probe with its registry options (the caller passes its train sources' rows)."""
+    """Fit `entry`'s probe with its registry options (the caller passes its train sources' rows).
+
+    `categories` is part of the fitted-classifier interface (per-category models use it); one probe
+    pools all categories.
+    """
     options = dict(entry.options)
     probe = fit_probe(
         embeddings,

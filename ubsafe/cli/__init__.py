@@ -1,4 +1,4 @@
-"""The `ubsafe` command line. Subcommands load on first use, so `--help` and `--version` are instant."""
+"""The `ubsafe` command line. Subcommands load on first use: `--help`, `--version` are instant."""
 
 from __future__ import annotations
 
@@ -13,13 +13,25 @@ import ubsafe
 #: command name → "module:attribute" (the module is imported only when the command runs)
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("ubsafe.cli.data:data", "Make, check and fetch datasets."),
-    "weights": ("ubsafe.cli.weights:weights", "Fetch encoder and classifier weights for offline nodes."),
+    "weights": (
+        "ubsafe.cli.weights:weights",
+        "Fetch encoder and classifier weights for offline nodes.",
+    ),
     "plan": ("ubsafe.cli.pipeline:plan", "Validate a dataset and assign its samples to shards."),
     "run": ("ubsafe.cli.pipeline:run", "Run a stage on this machine (missing shards only)."),
     "submit": ("ubsafe.cli.submit:submit", "Submit a stage to Slurm as array jobs (via submitit)."),
-    "status": ("ubsafe.cli.status:status", "Show per stage which shards are done, running, failed or missing."),
-    "reduce": ("ubsafe.cli.pipeline:reduce", "Merge shard outputs into results/ with confidence intervals."),
-    "report": ("ubsafe.cli.report:report", "Render tables and figures from results/ of one or more runs."),
+    "status": (
+        "ubsafe.cli.status:status",
+        "Show per stage which shards are done, running, failed or missing.",
+    ),
+    "reduce": (
+        "ubsafe.cli.pipeline:reduce",
+        "Merge shard outputs into results/ with confidence intervals.",
+    ),
+    "report": (
+        "ubsafe.cli.report:report",
+        "Render tables and figures from results/ of one or more runs.",
+    ),
     "demo": ("ubsafe.cli.pipeline:demo", "The main job on the embedded demo data, end to end."),
     "classifiers": ("ubsafe.cli.registry:classifiers", "List the classifier registry."),
     "encoders": ("ubsafe.cli.registry:encoders", "List the encoder registry."),
@@ -69,4 +81,6 @@ def main(verbose: int) -> None:
       ubsafe report RUN
     """
     level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )

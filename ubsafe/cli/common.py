@@ -1,4 +1,4 @@
-"""Options shared by `run`, `submit`, `plan` and `demo`, and the errors shown without a traceback."""
+"""Options shared by `run`, `submit`, `plan` and `demo`; errors shown without a traceback."""
 
 from __future__ import annotations
 
@@ -23,25 +23,71 @@ def expected_errors() -> tuple[type[BaseException], ...]:
 
 
 def config_options(func: F) -> F:
-    """Every flag that maps onto a `RunConfig` field (flags win over --config and the dataset's ubsafe.toml)."""
+    """Every flag that maps onto a `RunConfig` field (flags win over --config and ubsafe.toml)."""
     options = [
-        click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-                     help="TOML file with run settings (flags win over it)."),
-        click.option("--format", "dataset_format", type=click.Choice(["auto", "unsafebench", "external", "manifest"]),
-                     default=None, help="Dataset layout (default: detected)."),
-        click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Samples per shard (default 256)."),
-        click.option("--encoder", default=None, help="Encoder key for fitted classifiers (see `ubsafe encoders`)."),
-        click.option("--classifiers", default=None, help="Comma-separated classifier names (see `ubsafe classifiers`)."),
-        click.option("--perturbations", default=None, help="Comma-separated perturbations for robustness."),
-        click.option("--seed", type=int, default=None, help="Seed for every random draw (default 0)."),
-        click.option("--bootstrap", type=click.IntRange(min=100), default=None, help="Bootstrap replicates (default 10000)."),
-        click.option("--workers", type=click.IntRange(min=1), default=None, help="Shards run at once on this machine."),
-        click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Encoder batch size."),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="TOML file with run settings (flags win over it).",
+        ),
+        click.option(
+            "--format",
+            "dataset_format",
+            type=click.Choice(["auto", "unsafebench", "external", "manifest"]),
+            default=None,
+            help="Dataset layout (default: detected).",
+        ),
+        click.option(
+            "--shard-size",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Samples per shard (default 256).",
+        ),
+        click.option(
+            "--encoder",
+            default=None,
+            help="Encoder key for fitted classifiers (see `ubsafe encoders`).",
+        ),
+        click.option(
+            "--classifiers",
+            default=None,
+            help="Comma-separated classifier names (see `ubsafe classifiers`).",
+        ),
+        click.option(
+            "--perturbations", default=None, help="Comma-separated perturbations for robustness."
+        ),
+        click.option(
+            "--seed", type=int, default=None, help="Seed for every random draw (default 0)."
+        ),
+        click.option(
+            "--bootstrap",
+            type=click.IntRange(min=100),
+            default=None,
+            help="Bootstrap replicates (default 10000).",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=1),
+            default=None,
+            help="Shards run at once on this machine.",
+        ),
+        click.option(
+            "--batch-size", type=click.IntRange(min=1), default=None, help="Encoder batch size."
+        ),
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, ..."),
-        click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                     help="Shared embedding cache (e.g. on scratch); default RUN/embeddings."),
-        click.option("--weights-dir", type=click.Path(file_okay=False), default=None,
-                     help="Where `ubsafe weights fetch` put the weights (default $UBSAFE_WEIGHTS or ~/.cache/ubsafe/weights)."),
+        click.option(
+            "--cache-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Shared embedding cache (e.g. on scratch); default RUN/embeddings.",
+        ),
+        click.option(
+            "--weights-dir",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="Weights directory (default $UBSAFE_WEIGHTS or ~/.cache/ubsafe/weights).",
+        ),
     ]
     for option in reversed(options):
         func = option(func)
@@ -49,8 +95,18 @@ def config_options(func: F) -> F:
 
 
 CONFIG_FLAGS = (
-    "dataset_format", "shard_size", "encoder", "classifiers", "perturbations", "seed", "bootstrap",
-    "workers", "batch_size", "device", "cache_dir", "weights_dir",
+    "dataset_format",
+    "shard_size",
+    "encoder",
+    "classifiers",
+    "perturbations",
+    "seed",
+    "bootstrap",
+    "workers",
+    "batch_size",
+    "device",
+    "cache_dir",
+    "weights_dir",
 )
 
 

@@ -12,7 +12,9 @@ from ubsafe.cli.common import config_flags, config_options, default_out
 TARGET = click.Choice(["embed", "effectiveness", "robustness", "all"])
 
 
-def resolve_config(dataset: Path | None, out: Path | None, target: str, kwargs: dict[str, Any]) -> Any:
+def resolve_config(
+    dataset: Path | None, out: Path | None, target: str, kwargs: dict[str, Any]
+) -> Any:
     """Build the run config from defaults < dataset's ubsafe.toml < --config < flags."""
     from ubsafe.config import ConfigError, build_config, read_toml
 
@@ -20,7 +22,9 @@ def resolve_config(dataset: Path | None, out: Path | None, target: str, kwargs: 
     if dataset is None:
         stored = read_toml(config_file).get("dataset") if config_file else None
         if not stored:
-            raise ConfigError("no DATASET given (and no `dataset` in --config): name the dataset to use")
+            raise ConfigError(
+                "no DATASET given (and no `dataset` in --config): name the dataset to use"
+            )
         dataset = Path(stored)
     flags = config_flags(kwargs)
     flags["out"] = str((out or default_out(dataset)).resolve())
@@ -40,8 +44,12 @@ def prepare(config: Any) -> Any:
 
 @click.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory (default output/<dataset name>).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory (default output/<dataset name>).",
+)
 @config_options
 def plan(dataset: Path, out: Path | None, **kwargs: Any) -> None:
     """Validate DATASET and write RUN/plan.parquet (samples → shards, by sample id)."""
@@ -57,11 +65,15 @@ def plan(dataset: Path, out: Path | None, **kwargs: Any) -> None:
 @click.command()
 @click.argument("stage", type=TARGET)
 @click.argument("dataset", type=click.Path(path_type=Path), required=False)
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Run directory (default output/<dataset name>).")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory (default output/<dataset name>).",
+)
 @config_options
 def run(stage: str, dataset: Path | None, out: Path | None, **kwargs: Any) -> None:
-    """Run STAGE (embed, effectiveness, robustness, all) on DATASET here; only missing shards run."""
+    """Run STAGE (embed, effectiveness, robustness, all) on DATASET here; missing shards only."""
     from ubsafe.launch.local import run_pipeline
 
     config = resolve_config(dataset, out, stage, kwargs)
@@ -69,13 +81,20 @@ def run(stage: str, dataset: Path | None, out: Path | None, **kwargs: Any) -> No
     run_pipeline(the_run, stage, workers=config.workers)
     click.echo(f"{stage} done: {the_run.root}")
     if stage != "embed":
-        click.echo(f"results in {the_run.results_dir}; render them with `ubsafe report {the_run.root}`")
+        click.echo(
+            f"results in {the_run.results_dir}; render them with `ubsafe report {the_run.root}`"
+        )
 
 
 @click.command()
-@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--allow-missing/--no-allow-missing", default=False,
-              help="Write results from the shards that exist, naming the missing ones.")
+@click.argument(
+    "run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--allow-missing/--no-allow-missing",
+    default=False,
+    help="Write results from the shards that exist, naming the missing ones.",
+)
 def reduce(run_dir: Path, allow_missing: bool) -> None:
     """Merge RUN's shard outputs into results/ (refuses when shards are missing)."""
     from ubsafe.rundir import Run
@@ -87,17 +106,34 @@ def reduce(run_dir: Path, allow_missing: bool) -> None:
 
 
 @click.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("output/demo"),
-              show_default=True, help="Run directory.")
-@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("output/demo-data"), show_default=True, help="Demo dataset (made if absent).")
-@click.option("--n", "n", type=click.IntRange(min=22), default=2400, show_default=True, help="Images to make.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("output/demo"),
+    show_default=True,
+    help="Run directory.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("output/demo-data"),
+    show_default=True,
+    help="Demo dataset (made if absent).",
+)
+@click.option(
+    "--n", "n", type=click.IntRange(min=22), default=2400, show_default=True, help="Images to make."
+)
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Samples per shard.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Shards run at once.")
 @click.option("--target", type=TARGET, default="all", show_default=True, help="What to run.")
-def demo(out: Path, data_dir: Path, n: int, shard_size: int | None, workers: int | None, target: str) -> None:
-    """The main job on the embedded demo data: data, embeddings, probes, NudeNet, robustness, report."""
+def demo(
+    out: Path, data_dir: Path, n: int, shard_size: int | None, workers: int | None, target: str
+) -> None:
+    """The main job on the embedded demo data: data, probes, NudeNet, robustness, report."""
     from ubsafe.demo import run_demo
 
-    report = run_demo(out=out, data_dir=data_dir, n=n, shard_size=shard_size, workers=workers, target=target)
+    report = run_demo(
+        out=out, data_dir=data_dir, n=n, shard_size=shard_size, workers=workers, target=target
+    )
     click.echo(report)

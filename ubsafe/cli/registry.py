@@ -12,7 +12,9 @@ from ubsafe.config import default_weights_dir
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines += [
+        "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
     return "\n".join(lines)
 
 
@@ -24,7 +26,9 @@ def _present(files: list, weights_dir: Path) -> str:
 
 
 weights_dir_option = click.option(
-    "--weights-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--weights-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="Weights directory to look in (default $UBSAFE_WEIGHTS or ~/.cache/ubsafe/weights).",
 )
 
@@ -38,9 +42,19 @@ def classifiers(weights_dir: Path | None) -> None:
     weights_dir = weights_dir or Path(default_weights_dir())
     rows = []
     for entry in list_classifiers():
-        weights = "fitted in the run" if entry.fitted else _present(weight_files(entry.name), weights_dir)
+        weights = (
+            "fitted in the run" if entry.fitted else _present(weight_files(entry.name), weights_dir)
+        )
         cats = "all 11" if len(entry.categories) == 11 else ", ".join(entry.categories)
-        rows.append([entry.name, entry.input, entry.encoder if entry.input == "embedding" else "-", weights, cats])
+        rows.append(
+            [
+                entry.name,
+                entry.input,
+                entry.encoder if entry.input == "embedding" else "-",
+                weights,
+                cats,
+            ]
+        )
     click.echo(_table(rows, ["name", "input", "encoder", "weights", "categories"]))
     click.echo(f"\nweights dir: {weights_dir}")
 
@@ -53,7 +67,13 @@ def encoders(weights_dir: Path | None) -> None:
 
     weights_dir = weights_dir or Path(default_weights_dir())
     rows = [
-        [e.key, e.description, str(e.image_size), str(e.embed_dim), _present(weight_files(e.key), weights_dir)]
+        [
+            e.key,
+            e.description,
+            str(e.image_size),
+            str(e.embed_dim),
+            _present(weight_files(e.key), weights_dir),
+        ]
         for e in list_encoders()
     ]
     click.echo(_table(rows, ["key", "model", "input", "dim", "weights"]))
@@ -67,7 +87,13 @@ def perturbations() -> None:
     from ubsafe.perturb import list_perturbations
 
     rows = [
-        [p.name, p.family, ",".join(map(str, p.severities)), "yes" if p.batched else "per image", p.description]
+        [
+            p.name,
+            p.family,
+            ",".join(map(str, p.severities)),
+            "yes" if p.batched else "per image",
+            p.description,
+        ]
         for p in list_perturbations()
     ]
     click.echo(_table(rows, ["name", "family", "severities", "batched", "description"]))

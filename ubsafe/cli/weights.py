@@ -13,12 +13,25 @@ def weights() -> None:
 
 
 @weights.command()
-@click.option("--to", "to", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Weights directory (then run jobs with --weights-dir DIR or UBSAFE_WEIGHTS=DIR).")
-@click.option("--encoders", "encoder_keys", default=None,
-              help="Comma-separated encoder keys (default: every registered encoder with downloadable weights).")
-@click.option("--classifiers", "classifier_names", default=None,
-              help="Comma-separated classifiers (default: every classifier with published weights).")
+@click.option(
+    "--to",
+    "to",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Weights directory (then run jobs with --weights-dir DIR or UBSAFE_WEIGHTS=DIR).",
+)
+@click.option(
+    "--encoders",
+    "encoder_keys",
+    default=None,
+    help="Comma-separated encoder keys (default: every encoder with downloadable weights).",
+)
+@click.option(
+    "--classifiers",
+    "classifier_names",
+    default=None,
+    help="Comma-separated classifiers (default: every classifier with published weights).",
+)
 @click.option("--force/--no-force", default=False, help="Download again even when present.")
 def fetch(to: Path, encoder_keys: str | None, classifier_names: str | None, force: bool) -> None:
     """Download every encoder and classifier weight file from its real home into DIR."""
@@ -29,8 +42,12 @@ def fetch(to: Path, encoder_keys: str | None, classifier_names: str | None, forc
     from ubsafe.encoders import weight_files as encoder_files
 
     keys = encoder_keys.split(",") if encoder_keys else [e.key for e in list_encoders()]
-    names = classifier_names.split(",") if classifier_names else [c.name for c in list_classifiers()]
-    files = [f for k in keys for f in encoder_files(k)] + [f for n in names for f in classifier_files(n)]
+    names = (
+        classifier_names.split(",") if classifier_names else [c.name for c in list_classifiers()]
+    )
+    files = [f for k in keys for f in encoder_files(k)] + [
+        f for n in names for f in classifier_files(n)
+    ]
     unique = list(dict.fromkeys(files))
     click.echo(f"fetching {len(unique)} file(s) into {to}")
     for path in w.fetch(unique, to, force=force):

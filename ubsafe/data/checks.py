@@ -12,7 +12,10 @@ def summary(table: pd.DataFrame) -> str:
     """Counts by category × source × label (safe/unsafe), with totals."""
     labelled = table.assign(label=table["label"].map({0: "safe", 1: "unsafe"}))
     counts = pd.crosstab(
-        labelled["category"], [labelled["source"], labelled["label"]], margins=True, margins_name="total"
+        labelled["category"],
+        [labelled["source"], labelled["label"]],
+        margins=True,
+        margins_name="total",
     )
     splits = table["split"].value_counts().to_dict()
     split_text = ", ".join(f"{k} {v}" for k, v in sorted(splits.items()))

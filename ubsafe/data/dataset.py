@@ -32,7 +32,17 @@ from ubsafe.data.issues import DatasetError, Issue
 from ubsafe.taxonomy import CATEGORIES, DEFAULT_SOURCE_MAP, SPLITS
 
 Format = Literal["unsafebench", "external", "manifest"]
-TABLE_COLUMNS = ("sample_id", "label", "category", "source", "source_kind", "split", "file", "row", "image_hash")
+TABLE_COLUMNS = (
+    "sample_id",
+    "label",
+    "category",
+    "source",
+    "source_kind",
+    "split",
+    "file",
+    "row",
+    "image_hash",
+)
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".parquet")
 
 
@@ -78,9 +88,9 @@ class Dataset:
 def table_fingerprint(table: pd.DataFrame) -> str:
     ordered = table.sort_values("sample_id", kind="stable")
     digest = hashlib.blake2b(digest_size=16)
-    for values in ordered[["sample_id", "label", "category", "source", "split", "image_hash"]].itertuples(
-        index=False
-    ):
+    for values in ordered[
+        ["sample_id", "label", "category", "source", "split", "image_hash"]
+    ].itertuples(index=False):
         digest.update("\x1f".join(str(v) for v in values).encode("utf-8"))
         digest.update(b"\x1e")
     return digest.hexdigest()
@@ -146,14 +156,23 @@ def open_dataset(
     else:
         raise DatasetError(
             str(path),
-            [Issue("format", str(path), f"unknown format {fmt!r}", "use auto, unsafebench, external or manifest")],
+            [
+                Issue(
+                    "format",
+                    str(path),
+                    f"unknown format {fmt!r}",
+                    "use auto, unsafebench, external or manifest",
+                )
+            ],
         )
     root = path if path.is_dir() else path.parent
     raw, issues, notes = reader.read(path)
     if raw is not None and chosen == "external":
         for name in sorted(set(raw["source"]) - set(source_map)):
             source_map[name] = "real"
-            notes.append(f"source {name!r} counts as real (map it with [source_map] in the run config)")
+            notes.append(
+                f"source {name!r} counts as real (map it with [source_map] in the run config)"
+            )
     if raw is not None:
         issues += check_table(raw, source_map, check_categories=chosen != "external")
     if issues:
@@ -168,13 +187,20 @@ def _places(wheres: pd.Series) -> str:
     return shown + (f" (and {len(wheres) - 3} more rows)" if len(wheres) > 3 else "")
 
 
-def _bad_values(raw: pd.DataFrame, column: str, allowed: tuple[str, ...]) -> list[tuple[str, str, int]]:
+def _bad_values(
+    raw: pd.DataFrame, column: str, allowed: tuple[str, ...]
+) -> list[tuple[str, str, int]]:
     """(value, where, count) for each distinct value of `column` not in `allowed`."""
     bad = raw.loc[~raw[column].isin(allowed), ["where", column]]
-    return [(str(value), _places(group["where"]), len(group)) for value, group in bad.groupby(column, sort=True)]
+    return [
+        (str(value), _places(group["where"]), len(group))
+        for value, group in bad.groupby(column, sort=True)
+    ]
 
 
-def check_table(raw: pd.DataFrame, source_map: Mapping[str, str], *, check_categories: bool) -> list[Issue]:
+def check_table(
+    raw: pd.DataFrame, source_map: Mapping[str, str], *, check_categories: bool
+) -> list[Issue]:
     """Checks shared by every layout; `raw` carries a `where` column for messages."""
     issues: list[Issue] = []
     if raw.empty:
@@ -182,7 +208,12 @@ def check_table(raw: pd.DataFrame, source_map: Mapping[str, str], *, check_categ
     if check_categories:
         for value, where, _ in _bad_values(raw, "category", CATEGORIES):
             issues.append(
-                Issue("category", where, f"category {value!r} is not an UnsafeBench category", suggest(value, CATEGORIES))
+                Issue(
+                    "category",
+                    where,
+                    f"category {value!r} is not an UnsafeBench category",
+                    suggest(value, CATEGORIES),
+                )
             )
     known = tuple(source_map)
     for value, where, _ in _bad_values(raw, "source", known):
@@ -191,11 +222,14 @@ def check_table(raw: pd.DataFrame, source_map: Mapping[str, str], *, check_categ
                 "source",
                 where,
                 f"source {value!r} is not mapped to real/ai",
-                suggest(value, known) + f'; or map it in the run config: [source_map] "{value}" = "real" (or "ai")',
+                suggest(value, known)
+                + f'; or map it in the run config: [source_map] "{value}" = "real" (or "ai")',
             )
         )
     for value, where, _ in _bad_values(raw, "split", SPLITS):
-        issues.append(Issue("split", where, f"split {value!r} is not train/test", suggest(value, SPLITS)))
+        issues.append(
+            Issue("split", where, f"split {value!r} is not train/test", suggest(value, SPLITS))
+        )
     duplicated = raw[raw["sample_id"].duplicated(keep=False)]
     for sample_id, group in duplicated.groupby("sample_id", sort=True):
         issues.append(

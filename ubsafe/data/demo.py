@@ -2,8 +2,10 @@
 
 Two sources that differ in style, so a real-vs-AI shift exists: `Laion5B` ("real") images are
 photo-like (muted colours, soft natural gradients, sensor noise, mostly JPEG); `Lexica`
-("AI-generated") images are digital-art-like (saturated, hue-shifted, smooth glow and vignette, mostly
-PNG). Every image belongs to one of the 11 categories; unsafe images carry that category's visual motif,
+("AI-generated") images are digital-art-like (saturated, hue-shifted, smooth glow and vignette,
+mostly
+PNG). Every image belongs to one of the 11 categories; unsafe images carry that category's visual
+motif,
 safe ones a benign look-alike or none. Sizes, aspect ratios, formats and modes vary (JPEG, PNG,
 grayscale, RGBA). The same seed gives byte-identical files.
 """
@@ -30,7 +32,9 @@ DEMO_CONFIG = """\
 # its ONNX model). The tiny encoder is a small randomly initialised open_clip model.
 encoder = "tiny"
 classifiers = ["probe-real", "probe-all", "nudenet"]
-perturbations = ["gaussian_noise", "defocus_blur", "brightness", "contrast", "jpeg_compression", "pixelate"]
+perturbations = [
+    "gaussian_noise", "defocus_blur", "brightness", "contrast", "jpeg_compression", "pixelate",
+]
 severities = [1, 3, 5]
 attacks = ["fgsm", "pgd"]
 attack_eps = [1.0, 4.0]
@@ -101,8 +105,12 @@ def _hate(c: Canvas, rng: np.random.Generator, unsafe: bool) -> None:
     _paint(c, _disc(c, cy, cx, 0.3), np.array([0.95, 0.95, 0.95]))
     color = np.array([0.05, 0.05, 0.05]) if unsafe else np.array([0.3, 0.5, 0.9])
     for angle in (np.pi / 4, -np.pi / 4) if unsafe else (0.0,):
-        _paint(c, _band(c, angle, (cx - 0.5) * np.cos(angle) + (cy - 0.5) * np.sin(angle), 0.05)
-               & _disc(c, cy, cx, 0.28), color)
+        _paint(
+            c,
+            _band(c, angle, (cx - 0.5) * np.cos(angle) + (cy - 0.5) * np.sin(angle), 0.05)
+            & _disc(c, cy, cx, 0.28),
+            color,
+        )
 
 
 def _harassment(c: Canvas, rng: np.random.Generator, unsafe: bool) -> None:
@@ -139,7 +147,11 @@ def _sexual(c: Canvas, rng: np.random.Generator, unsafe: bool) -> None:
 
 
 def _shocking(c: Canvas, rng: np.random.Generator, unsafe: bool) -> None:
-    colors = [np.array([0.3, 0.35, 0.1]), np.array([0.5, 0.0, 0.05])] if unsafe else [np.array([0.6, 0.8, 0.9])]
+    colors = (
+        [np.array([0.3, 0.35, 0.1]), np.array([0.5, 0.0, 0.05])]
+        if unsafe
+        else [np.array([0.6, 0.8, 0.9])]
+    )
     for i in range(10):
         cy, cx = rng.uniform(0.1, 0.9, 2)
         _paint(c, _disc(c, cy, cx, rng.uniform(0.05, 0.12)), colors[i % len(colors)], 0.85)
@@ -172,7 +184,9 @@ def _health(c: Canvas, rng: np.random.Generator, unsafe: bool) -> None:
     yy, xx = _grid(c)
     cy, cx = rng.uniform(0.4, 0.6, 2)
     _paint(c, (np.abs(yy - cy) < 0.3) & (np.abs(xx - cx) < 0.3), np.array([1.0, 1.0, 1.0]))
-    cross = ((np.abs(yy - cy) < 0.2) & (np.abs(xx - cx) < 0.06)) | ((np.abs(yy - cy) < 0.06) & (np.abs(xx - cx) < 0.2))
+    cross = ((np.abs(yy - cy) < 0.2) & (np.abs(xx - cx) < 0.06)) | (
+        (np.abs(yy - cy) < 0.06) & (np.abs(xx - cx) < 0.2)
+    )
     _paint(c, cross, np.array([0.9, 0.0, 0.0]) if unsafe else np.array([0.0, 0.5, 0.9]))
 
 
@@ -182,11 +196,18 @@ def _spam(c: Canvas, rng: np.random.Generator, unsafe: bool) -> None:
         checker = (np.floor(yy * 10) + np.floor(xx * 10)) % 2 == 0
         _paint(c, checker & (yy > 0.1) & (yy < 0.5), np.array([1.0, 0.0, 1.0]), 0.9)
         for k in range(4):
-            _paint(c, (np.abs(yy - (0.6 + 0.08 * k)) < 0.02) & (xx > 0.1) & (xx < rng.uniform(0.5, 0.9)),
-                   np.array([0.0, 0.0, 0.0]))
+            _paint(
+                c,
+                (np.abs(yy - (0.6 + 0.08 * k)) < 0.02) & (xx > 0.1) & (xx < rng.uniform(0.5, 0.9)),
+                np.array([0.0, 0.0, 0.0]),
+            )
     else:
         for k in range(3):
-            _paint(c, (np.abs(yy - (0.3 + 0.15 * k)) < 0.015) & (xx > 0.2) & (xx < 0.8), np.array([0.3, 0.3, 0.3]))
+            _paint(
+                c,
+                (np.abs(yy - (0.3 + 0.15 * k)) < 0.015) & (xx > 0.2) & (xx < 0.8),
+                np.array([0.3, 0.3, 0.3]),
+            )
 
 
 MOTIFS: dict[str, Motif] = {
@@ -229,7 +250,9 @@ def _ai_background(h: int, w: int, rng: np.random.Generator) -> Canvas:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     cy, cx = rng.uniform(0.3, 0.7, 2)
     r = np.sqrt((yy / h - cy) ** 2 + (xx / w - cx) ** 2)
-    inner = rng.choice([np.array([0.9, 0.4, 0.9]), np.array([0.3, 0.9, 0.9]), np.array([1.0, 0.7, 0.3])])
+    inner = rng.choice(
+        [np.array([0.9, 0.4, 0.9]), np.array([0.3, 0.9, 0.9]), np.array([1.0, 0.7, 0.3])]
+    )
     outer = np.array([0.15, 0.05, 0.3])
     t = np.clip(r / 0.7, 0, 1)[..., None]
     return ((1 - t) * inner + t * outer).astype(np.float32)

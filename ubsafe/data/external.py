@@ -2,7 +2,8 @@
 
 Parquet files (under `data/` or at the root) with a base64-encoded `image` column and `label`
 0 safe / 1 unsafe. There is no category or source column: both are the dataset's directory name, and
-the source counts as `real` unless the run config's `source_map` says otherwise. The split comes from
+the source counts as `real` unless the run config's `source_map` says otherwise. The split comes
+from
 the file name (`train-*`, `test-*`; anything else is `test`).
 """
 
@@ -34,7 +35,7 @@ def looks_like(root: Path) -> bool:
         return False
     try:
         schema = pq.read_schema(files[0])
-    except Exception:  # noqa: BLE001
+    except Exception:
         return False
     return "image" in schema.names and pa.types.is_string(schema.field("image").type)
 
@@ -71,7 +72,8 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
                 Issue(
                     "missing-column",
                     rel,
-                    f"missing column(s) {', '.join(missing)} (has: {', '.join(pf.schema_arrow.names)})",
+                    f"missing column(s) {', '.join(missing)} "
+                    f"(has: {', '.join(pf.schema_arrow.names)})",
                     "external sets need a base64 `image` column and a 0/1 `label` column",
                 )
             )
@@ -84,10 +86,19 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
             where = f"{rel}:row {i}"
             data = decode_base64(image)
             if data is None:
-                issues.append(Issue("image", where, "image is not valid base64 (or empty)", "re-export the row"))
+                issues.append(
+                    Issue(
+                        "image", where, "image is not valid base64 (or empty)", "re-export the row"
+                    )
+                )
             if label not in (0, 1) or isinstance(label, bool):
                 issues.append(
-                    Issue("label", where, f"label {label!r} is not 0 (safe) or 1 (unsafe)", "use 0 or 1")
+                    Issue(
+                        "label",
+                        where,
+                        f"label {label!r} is not 0 (safe) or 1 (unsafe)",
+                        "use 0 or 1",
+                    )
                 )
             records.append(
                 {

@@ -11,7 +11,10 @@ DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "vlm-responses": ("yiting/unsafebench_vlm_responses", ("*",)),
     "smid": ("yiting/SMID", ("*.parquet", "**/*.parquet", "README.md")),
     "nsfwdataset": ("yiting/NSFWDataset", ("*.parquet", "**/*.parquet", "README.md")),
-    "multiheaded-dataset": ("yiting/MultiHeaded_Dataset", ("*.parquet", "**/*.parquet", "README.md")),
+    "multiheaded-dataset": (
+        "yiting/MultiHeaded_Dataset",
+        ("*.parquet", "**/*.parquet", "README.md"),
+    ),
     "violence-dataset": ("yiting/Violence_Dataset", ("*.parquet", "**/*.parquet", "README.md")),
     "self-harm-dataset": ("yiting/Self-harm_Dataset", ("*.parquet", "**/*.parquet", "README.md")),
 }

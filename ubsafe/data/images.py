@@ -8,6 +8,7 @@ conversion to 8-bit RGB that keeps 16-bit and palette images faithful.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 from dataclasses import dataclass
@@ -63,13 +64,15 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
         reason = "truncated" if "truncated" in message.lower() else "corrupt"
         raise DecodeError(reason, f"{image.format or 'image'}: {message}") from None
     except (ValueError, SyntaxError, EOFError, MemoryError) as exc:
-        raise DecodeError("corrupt", f"{image.format or 'image'}: {type(exc).__name__}: {exc}") from None
+        raise DecodeError(
+            "corrupt", f"{image.format or 'image'}: {type(exc).__name__}: {exc}"
+        ) from None
 
-    try:
-        image = ImageOps.exif_transpose(image) or image
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose an otherwise good image
-        pass
-    return to_rgb(image)
+    oriented: Image.Image = image
+    # a broken EXIF block must not lose an otherwise good image
+    with contextlib.suppress(Exception):
+        oriented = ImageOps.exif_transpose(image) or image
+    return to_rgb(oriented)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -94,5 +97,5 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
-    except Exception:  # noqa: BLE001
+    except Exception:
         return None

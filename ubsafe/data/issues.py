@@ -11,7 +11,7 @@ LIST_PER_KIND = 5
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem in the input: `where` is file[:row], `kind` a short code shared by similar issues."""
+    """One problem in the input: `where` is file[:row]; `kind` is shared by similar issues."""
 
     kind: str
     where: str

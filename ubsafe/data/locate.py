@@ -13,7 +13,7 @@ from ubsafe.data.external import decode_base64
 
 
 def iter_image_bytes(root: Path, rows: pd.DataFrame) -> Iterator[tuple[str, bytes | None, str]]:
-    """Yield (sample_id, bytes or None, reason) in the order of `rows` (columns sample_id, file, row)."""
+    """Yield (sample_id, bytes or None, reason) in the order of `rows` (sample_id, file, row)."""
     found: dict[str, tuple[bytes | None, str]] = {}
     in_parquet = rows[rows["row"] >= 0]
     for file, group in in_parquet.groupby("file", sort=True):
@@ -37,7 +37,7 @@ def _from_file(root: Path, rel: str) -> tuple[bytes | None, str]:
 def _from_parquet(path: Path, group: pd.DataFrame) -> dict[str, tuple[bytes | None, str]]:
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # noqa: BLE001 - the file changed since planning; skip with the reason
+    except Exception as exc:
         return {sid: (None, f"unreadable: {path}: {exc}") for sid in group["sample_id"]}
     sizes = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     starts = np.concatenate([[0], np.cumsum(sizes)])

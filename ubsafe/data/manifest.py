@@ -25,10 +25,14 @@ def looks_like(path: Path) -> bool:
 
 
 def _load(path: Path) -> tuple[pd.DataFrame | None, list[str], list[Issue]]:
-    """The manifest's rows, where each row is (for messages: Parquet row, CSV/JSONL line), issues."""
+    """The manifest's rows, where each is (Parquet row, CSV/JSONL line), and the issues."""
     name = path.name
     if path.stat().st_size == 0:
-        return None, [], [Issue("empty-file", name, "file is empty (0 bytes)", "write the manifest rows")]
+        return (
+            None,
+            [],
+            [Issue("empty-file", name, "file is empty (0 bytes)", "write the manifest rows")],
+        )
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         pf, issues = open_parquet(path, name)
@@ -46,17 +50,29 @@ def _load(path: Path) -> tuple[pd.DataFrame | None, list[str], list[Issue]]:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 where = f"{name}:line {number}"
-                return None, [], [Issue("not-json", where, f"is not valid JSON ({exc.msg})", "fix that line")]
+                return (
+                    None,
+                    [],
+                    [Issue("not-json", where, f"is not valid JSON ({exc.msg})", "fix that line")],
+                )
             if not isinstance(value, dict):
                 where = f"{name}:line {number}"
-                return None, [], [Issue("not-json", where, "is not a JSON object", "one object per line")]
+                return (
+                    None,
+                    [],
+                    [Issue("not-json", where, "is not a JSON object", "one object per line")],
+                )
             rows.append(value)
             wheres.append(f"{name}:line {number}")
         return pd.DataFrame.from_records(rows), wheres, []
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        return None, [], [Issue("not-csv", name, f"is not a readable CSV file ({exc})", "save it as UTF-8 CSV")]
+        return (
+            None,
+            [],
+            [Issue("not-csv", name, f"is not a readable CSV file ({exc})", "save it as UTF-8 CSV")],
+        )
     return frame, [f"{name}:line {i + 2}" for i in range(len(frame))], []
 
 
@@ -66,25 +82,36 @@ def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
         return None, issues, []
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
-        return None, [
-            Issue(
-                "missing-column",
-                path.name,
-                f"missing column(s) {', '.join(missing)} (has: {', '.join(map(str, frame.columns))})",
-                "a manifest needs path, label, category, source (and optionally split, sample_id)",
-            )
-        ], []
+        return (
+            None,
+            [
+                Issue(
+                    "missing-column",
+                    path.name,
+                    f"missing column(s) {', '.join(missing)} "
+                    f"(has: {', '.join(map(str, frame.columns))})",
+                    "a manifest needs path, label, category, source (optionally split, sample_id)",
+                )
+            ],
+            [],
+        )
     root = path.parent
     records = []
     for where, row in zip(wheres, frame.to_dict("records"), strict=True):
         rel = row["path"]
         if not isinstance(rel, str) or not rel.strip():
-            issues.append(Issue("image-missing", where, "path is empty", "give the image file's path"))
+            issues.append(
+                Issue("image-missing", where, "path is empty", "give the image file's path")
+            )
             rel = ""
         label = _label(row["label"], where, issues)
         data = _read_image(root, rel, where, issues) if rel else None
         sample_id = row.get("sample_id")
-        if sample_id is None or (isinstance(sample_id, float) and sample_id != sample_id) or sample_id == "":
+        if (
+            sample_id is None
+            or (isinstance(sample_id, float) and sample_id != sample_id)
+            or sample_id == ""
+        ):
             sample_id = Path(rel).as_posix()
         split = row.get("split")
         records.append(
@@ -105,7 +132,9 @@ def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
 
 def _label(value: object, where: str, issues: list[Issue]) -> int:
     if value is None or (isinstance(value, float) and value != value):
-        issues.append(Issue("label", where, "label is empty (NaN)", "set label to 0/1 or Safe/Unsafe"))
+        issues.append(
+            Issue("label", where, "label is empty (NaN)", "set label to 0/1 or Safe/Unsafe")
+        )
         return -1
     if isinstance(value, bool):
         value = int(value)
@@ -114,7 +143,12 @@ def _label(value: object, where: str, issues: list[Issue]) -> int:
     key = str(value)
     if key not in LABELS:
         issues.append(
-            Issue("label", where, f"label {value!r} is not one of 0/1/Safe/Unsafe", suggest(key, tuple(LABELS)))
+            Issue(
+                "label",
+                where,
+                f"label {value!r} is not one of 0/1/Safe/Unsafe",
+                suggest(key, tuple(LABELS)),
+            )
         )
         return -1
     return LABELS[key]
@@ -124,11 +158,23 @@ def _read_image(root: Path, rel: str, where: str, issues: list[Issue]) -> bytes 
     file = Path(rel) if Path(rel).is_absolute() else root / rel
     if not file.is_file():
         issues.append(
-            Issue("image-missing", where, f"image {rel!r} does not exist ({file})", "fix the path (relative to the manifest)")
+            Issue(
+                "image-missing",
+                where,
+                f"image {rel!r} does not exist ({file})",
+                "fix the path (relative to the manifest)",
+            )
         )
         return None
     try:
         return file.read_bytes()
     except OSError as exc:
-        issues.append(Issue("image-unreadable", where, f"image {rel!r} cannot be read: {exc}", "fix its permissions"))
+        issues.append(
+            Issue(
+                "image-unreadable",
+                where,
+                f"image {rel!r} cannot be read: {exc}",
+                "fix its permissions",
+            )
+        )
         return None

@@ -31,7 +31,7 @@ def looks_like(root: Path) -> bool:
         return False
     try:
         schema = pq.read_schema(files[0][1])
-    except Exception:  # noqa: BLE001 - an unreadable file is reported by read(), as UnsafeBench
+    except Exception:
         return True
     return "safety_label" in schema.names or not pa.types.is_string(_type(schema, "image"))
 
@@ -43,7 +43,9 @@ def _type(schema: pa.Schema, name: str) -> pa.DataType:
 def open_parquet(path: Path, where: str) -> tuple[pq.ParquetFile | None, list[Issue]]:
     """Open a Parquet file or say precisely why it cannot be."""
     if path.stat().st_size == 0:
-        return None, [Issue("empty-file", where, "file is empty (0 bytes)", "re-download or remove it")]
+        return None, [
+            Issue("empty-file", where, "file is empty (0 bytes)", "re-download or remove it")
+        ]
     try:
         return pq.ParquetFile(path), []
     except (pa.ArrowInvalid, OSError) as exc:
@@ -60,14 +62,18 @@ def open_parquet(path: Path, where: str) -> tuple[pq.ParquetFile | None, list[Is
 def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
     files = split_files(root)
     if not files:
-        return None, [
-            Issue(
-                "no-files",
-                str(root / "data"),
-                "no train-*.parquet or test-*.parquet files",
-                "point DATASET at the directory that contains data/ (`ubsafe data fetch unsafebench`)",
-            )
-        ], []
+        return (
+            None,
+            [
+                Issue(
+                    "no-files",
+                    str(root / "data"),
+                    "no train-*.parquet or test-*.parquet files",
+                    "point DATASET at the folder holding data/ (`ubsafe data fetch unsafebench`)",
+                )
+            ],
+            [],
+        )
     frames: list[pd.DataFrame] = []
     issues: list[Issue] = []
     next_row = dict.fromkeys(SPLITS, 0)
@@ -83,7 +89,8 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
                 Issue(
                     "missing-column",
                     rel,
-                    f"missing column(s) {', '.join(missing)} (has: {', '.join(pf.schema_arrow.names)})",
+                    f"missing column(s) {', '.join(missing)} "
+                    f"(has: {', '.join(pf.schema_arrow.names)})",
                     "use the UnsafeBench layout: image, safety_label, category, source, text",
                 )
             )
@@ -132,7 +139,9 @@ def _read_file(
 
 def _label(label: object, where: str, issues: list[Issue]) -> int:
     if label is None or (isinstance(label, float) and label != label):
-        issues.append(Issue("label", where, "safety_label is empty (null)", "label the row Safe or Unsafe"))
+        issues.append(
+            Issue("label", where, "safety_label is empty (null)", "label the row Safe or Unsafe")
+        )
         return -1
     if not isinstance(label, str) or label not in SAFETY_LABELS:
         issues.append(
@@ -147,7 +156,9 @@ def _label(label: object, where: str, issues: list[Issue]) -> int:
     return SAFETY_LABELS[label]
 
 
-def _image(root: Path, image: object, where: str, issues: list[Issue]) -> tuple[bytes | None, str | None]:
+def _image(
+    root: Path, image: object, where: str, issues: list[Issue]
+) -> tuple[bytes | None, str | None]:
     """The image's bytes (for hashing) and, when it lives in a separate file, that file's path."""
     if not isinstance(image, dict):
         issues.append(Issue("image", where, "image is empty (null)", "every row needs image bytes"))
@@ -160,7 +171,11 @@ def _image(root: Path, image: object, where: str, issues: list[Issue]) -> tuple[
         try:
             return (root / path).read_bytes(), Path(path).as_posix()
         except OSError as exc:
-            issues.append(Issue("image", where, f"image file {path!r} is unreadable: {exc}", "fix permissions"))
+            issues.append(
+                Issue(
+                    "image", where, f"image file {path!r} is unreadable: {exc}", "fix permissions"
+                )
+            )
             return None, None
     detail = f"and its path {path!r} does not exist under {root}" if path else "and no path"
     issues.append(Issue("image", where, f"image has no bytes {detail}", "re-download the dataset"))

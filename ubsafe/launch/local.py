@@ -1,7 +1,8 @@
 """`ubsafe run`: the pipeline on this machine, stage by stage, missing shards only.
 
 Shards of a stage run in worker processes (at most `workers` at once; spawned, so no CUDA or thread
-state is inherited), each through the same `run_task` a Slurm array task uses. A failed shard stops the
+state is inherited), each through the same `run_task` a Slurm array task uses. A failed shard stops
+the
 pipeline after its stage, once every other shard of that stage has run.
 """
 
@@ -46,12 +47,17 @@ def run_stage(run: Run, stage: Stage, *, workers: int = 1) -> list[int]:
     context = multiprocessing.get_context("spawn")
     failed = []
     with ProcessPoolExecutor(
-        max_workers=min(workers, len(missing)), mp_context=context, initializer=_limit_threads, initargs=(threads,)
+        max_workers=min(workers, len(missing)),
+        mp_context=context,
+        initializer=_limit_threads,
+        initargs=(threads,),
     ) as pool:
         futures: dict[Future[object], int] = {
             pool.submit(run_task, str(run.root), stage.name, [shard]): shard for shard in missing
         }
-        for future in progress(as_completed(futures), desc=stage.name, total=len(futures), unit="shard"):
+        for future in progress(
+            as_completed(futures), desc=stage.name, total=len(futures), unit="shard"
+        ):
             try:
                 future.result()
             except ShardsFailed as exc:
@@ -60,7 +66,7 @@ def run_stage(run: Run, stage: Stage, *, workers: int = 1) -> list[int]:
 
 
 def run_pipeline(run: Run, target: str, *, workers: int = 1) -> None:
-    """Run every stage of `target` that this run needs; raise `ShardsFailed` at the first failing stage."""
+    """Run every stage of `target` this run needs; raise `ShardsFailed` at the first failing one."""
     for stage in pipeline(target):
         if not stage.applies(run):
             continue

@@ -35,7 +35,10 @@ def describe_jobs(run: Run) -> list[str]:
         try:
             out = subprocess.run(
                 ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"],
-                capture_output=True, text=True, timeout=20, check=False,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
             ).stdout
         except (OSError, subprocess.TimeoutExpired):
             continue

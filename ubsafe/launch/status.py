@@ -64,7 +64,9 @@ def shard_state(run: Run, stage: str, shard: int, done: bool) -> ShardState:
         return ShardState(shard, "done", log=log if log.exists() else None)
     marker = _read_json(running_path(run, stage, shard))
     if marker is not None:
-        return ShardState(shard, "running" if _alive(marker) else "interrupted", running=marker, log=log)
+        return ShardState(
+            shard, "running" if _alive(marker) else "interrupted", running=marker, log=log
+        )
     error = _read_json(run.error_path(stage, shard))
     if error is not None:
         return ShardState(shard, "failed", error=error, log=log)

@@ -39,7 +39,9 @@ class ShardsFailed(RuntimeError):
         self.failed = failed
         self.errors = errors
         listing = ", ".join(str(p) for p in errors[:5])
-        super().__init__(f"stage {stage}: {len(failed)} shard(s) failed {failed[:20]}; see {listing}")
+        super().__init__(
+            f"stage {stage}: {len(failed)} shard(s) failed {failed[:20]}; see {listing}"
+        )
 
 
 @dataclass
@@ -90,7 +92,12 @@ def running_marker(run: Run, stage: str, shard: int) -> Iterator[None]:
     host) or a finished job and reports the shard as interrupted, not running.
     """
     path = running_path(run, stage, shard)
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "job_id": job_id(), "started": time.time()}
+    record = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "job_id": job_id(),
+        "started": time.time(),
+    }
     atomic.write_text(path, json.dumps(record) + "\n")
     try:
         yield
@@ -111,7 +118,7 @@ def write_error(run: Run, stage: str, shard: int, exc: BaseException) -> Path:
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "log": str(run.log_path(stage, shard)),
-        "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "config_hash": run.config.config_hash(),
     }
     atomic.write_text(path, json.dumps(record, indent=2) + "\n")
@@ -130,11 +137,17 @@ def run_task(run_dir: str, stage: str, shards: Sequence[int]) -> TaskResult:
             continue
         error = run.error_path(stage, shard)
         with shard_log(run.log_path(stage, shard)), running_marker(run, stage, shard):
-            log.info("stage %s shard %d starts (job %s, host %s)", stage, shard, job_id(), socket.gethostname())
+            log.info(
+                "stage %s shard %d starts (job %s, host %s)",
+                stage,
+                shard,
+                job_id(),
+                socket.gethostname(),
+            )
             t0 = time.perf_counter()
             try:
                 spec.run_shard(run, shard)
-            except Exception as exc:  # noqa: BLE001 - recorded on disk; other shards go on
+            except Exception as exc:
                 log.exception("stage %s shard %d failed", stage, shard)
                 write_error(run, stage, shard, exc)
                 result.failed.append(shard)
@@ -152,7 +165,9 @@ def run_task(run_dir: str, stage: str, shards: Sequence[int]) -> TaskResult:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) < 3:
-        print("usage: python -m ubsafe.launch.worker RUN_DIR STAGE SHARD [SHARD ...]", file=sys.stderr)
+        print(
+            "usage: python -m ubsafe.launch.worker RUN_DIR STAGE SHARD [SHARD ...]", file=sys.stderr
+        )
         return 2
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     run_dir, stage, *shards = args

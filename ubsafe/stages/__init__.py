@@ -63,7 +63,8 @@ STAGES: dict[str, Stage] = {
     )
 }
 
-#: What `ubsafe run|submit STAGE` runs, in order. Each stage's `applies` drops what a run does not need.
+#: What `ubsafe run|submit STAGE` runs, in order. Each stage's `applies` drops what a run does not
+#: need.
 PIPELINES: dict[str, tuple[str, ...]] = {
     "embed": ("embed",),
     "effectiveness": ("embed", "fit", "score", "reduce"),

@@ -39,17 +39,31 @@ def run_encoder(run: Run, key: str) -> Any:
 
 
 @functools.lru_cache(maxsize=16)
-def _classifier(name: str, weights_dir: str, device: str, fitted_dir: str) -> Any:
+def _classifier(name: str, weights_dir: str, device: str, fitted_dir: str, options: str) -> Any:
+    import json
     from pathlib import Path
 
     from ubsafe.classifiers import load_classifier
 
-    return load_classifier(name, weights_dir, device=device, fitted_dir=Path(fitted_dir))
+    return load_classifier(
+        name, weights_dir, device=device, fitted_dir=Path(fitted_dir), options=json.loads(options)
+    )
+
+
+def device_of(run: Run) -> str:
+    if run.config.device != "auto":
+        return run.config.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def run_classifier(run: Run, name: str) -> Any:
-    device = "cpu" if run.config.device == "auto" else run.config.device
-    return _classifier(name, run.config.weights_dir, device, str(run.fitted_dir))
+    """The classifier with the run's option overrides, loaded once per process."""
+    import json
+
+    options = json.dumps(run.config.classifier_options.get(name, {}), sort_keys=True)
+    return _classifier(name, run.config.weights_dir, device_of(run), str(run.fitted_dir), options)
 
 
 @dataclass
@@ -61,7 +75,9 @@ class Decoded:
     skipped: list[tuple[str, str]]
 
 
-def _decode_one(entry: tuple[str, bytes | None, str], convert: Callable[[Image.Image], T]) -> tuple[str, T | None, str]:
+def _decode_one(
+    entry: tuple[str, bytes | None, str], convert: Callable[[Image.Image], T]
+) -> tuple[str, T | None, str]:
     sample_id, data, reason = entry
     if data is None:
         return sample_id, None, reason
@@ -74,7 +90,7 @@ def _decode_one(entry: tuple[str, bytes | None, str], convert: Callable[[Image.I
 def iter_decoded(
     run: Run, rows: pd.DataFrame, convert: Callable[[Image.Image], T], *, workers: int | None = None
 ) -> Iterator[tuple[str, T | None, str]]:
-    """Yield (sample_id, converted image or None, skip reason) in `rows` order, decoding ahead in threads."""
+    """Yield (sample_id, converted image or None, skip reason) in `rows` order; decode ahead."""
     from ubsafe.data.locate import iter_image_bytes
     from ubsafe.rundir import dataset_root
 

@@ -1,6 +1,7 @@
 """Stage `embed`: decode → preprocess → encode every shard's images, clean, into the cache.
 
-One HDF5 file per (encoder, shard). Undecodable images are listed in the file's skipped rows with the
+One HDF5 file per (encoder, shard). Undecodable images are listed in the file's skipped rows with
+the
 reason; they never fail the shard. A shard already in the (shared) cache is not encoded again.
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,6 +18,8 @@ from ubsafe.progress import progress
 from ubsafe.stages import common
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ubsafe.rundir import Run
 
 NAME = "embed"
@@ -52,7 +55,9 @@ def run_shard(run: Run, shard: int) -> None:
             log.info("encoder %s shard %d: already in the cache", key, shard)
             continue
         encoder = common.run_encoder(run, key)
-        ids, matrix, skipped, seconds = encode_stream(run, rows, encoder, desc=f"embed {key} shard {shard}")
+        ids, matrix, skipped, seconds = encode_stream(
+            run, rows, encoder, desc=f"embed {key} shard {shard}"
+        )
         store.write_shard(
             store.shard_file(run, ckey, "clean", shard),
             store.expected(run, ckey, "clean", shard),
@@ -63,12 +68,23 @@ def run_shard(run: Run, shard: int) -> None:
             identity=encoder.identity(),
         )
         rate = len(ids) / seconds if seconds > 0 else float("inf")
-        log.info("encoder %s shard %d: %d images in %.1f s (%.1f images/s), %d skipped",
-                 key, shard, len(ids), seconds, rate, len(skipped))
+        log.info(
+            "encoder %s shard %d: %d images in %.1f s (%.1f images/s), %d skipped",
+            key,
+            shard,
+            len(ids),
+            seconds,
+            rate,
+            len(skipped),
+        )
 
 
 def encode_stream(
-    run: Run, rows, encoder, *, desc: str  # type: ignore[no-untyped-def]
+    run: Run,
+    rows: pd.DataFrame,
+    encoder: Any,
+    *,
+    desc: str,
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]], float]:
     """Encode `rows` batch by batch while the decode threads work ahead."""
     import torch

@@ -1,7 +1,8 @@
-"""Stage `fit`: train the run's fitted classifiers (probes, fast PerspectiveVision) on the train split.
+"""Stage `fit`: train the run's fitted classifiers (probes, fast PerspectiveVision) on train rows.
 
 One step across all shards: it reads the cached clean embeddings of the train rows (every shard file
-checked first) and writes `fitted/<name>.safetensors`, then `fitted/<name>.json` recording what it was
+checked first) and writes `fitted/<name>.safetensors`, then `fitted/<name>.json` recording what it
+was
 fitted on — the JSON is the completion marker, written last.
 """
 
@@ -42,7 +43,11 @@ def marker(run: Run, name: str) -> Path:
 
 
 def expected_record(run: Run, name: str) -> dict[str, Any]:
-    return {"classifier": name, "config_hash": run.config.config_hash(), "fingerprint": run.dataset_fingerprint}
+    return {
+        "classifier": name,
+        "config_hash": run.config.config_hash(),
+        "fingerprint": run.dataset_fingerprint,
+    }
 
 
 def _done(run: Run, name: str) -> bool:
@@ -51,7 +56,10 @@ def _done(run: Run, name: str) -> bool:
     except (OSError, ValueError):
         return False
     want = expected_record(run, name)
-    return all(record.get(k) == v for k, v in want.items()) and (run.fitted_dir / f"{name}.safetensors").is_file()
+    return (
+        all(record.get(k) == v for k, v in want.items())
+        and (run.fitted_dir / f"{name}.safetensors").is_file()
+    )
 
 
 def is_done(run: Run, shard: int) -> bool:
@@ -68,22 +76,45 @@ def training_rows(run: Run, name: str) -> Any:
 
 
 def run_shard(run: Run, shard: int) -> None:
-    from ubsafe.classifiers import fit_classifier
+    import importlib
+
+    from ubsafe.classifiers import fitted_path, get_entry
     from ubsafe.stages.embed import cache_key
 
     for name in fitted_names(run):
         if _done(run, name):
             continue
-        rows = training_rows(run, name).set_index("sample_id")
-        ids, matrix = store.load_all(run, cache_key(run, run.config.encoder), "clean", rows=list(rows.index))
+        entry = get_entry(name)
+        rows = training_rows(run, name).set_index("sample_id").sort_index()
+        ids, matrix = store.load_all(
+            run, cache_key(run, run.config.encoder), "clean", rows=list(rows.index)
+        )
+        order = np.argsort(ids, kind="stable")
+        ids, matrix = ids[order], matrix[order]
         labels = rows.loc[ids, "label"].to_numpy(np.int8)
         categories = rows.loc[ids, "category"].to_numpy(object)
         start = time.perf_counter()
-        fitted = fit_classifier(name, matrix, labels, categories, seed=run.config.seed, encoder=run.config.encoder)
-        weights = run.fitted_dir / f"{name}.safetensors"
-        with atomic.atomic_path(weights) as tmp:
-            fitted.save(tmp)
-        record = {**expected_record(run, name), "n_train": len(ids), "n_unsafe": int(labels.sum()),
-                  "seconds": round(time.perf_counter() - start, 3)}
+        module = importlib.import_module(entry.module)
+        fitted = module.fit_entry(
+            entry,
+            matrix,
+            labels,
+            seed=run.config.seed,
+            encoder=run.config.encoder,
+            categories=categories,
+        )
+        fitted.save(fitted_path(run.fitted_dir, name))
+        record = {
+            **expected_record(run, name),
+            "n_train": len(ids),
+            "n_unsafe": int(labels.sum()),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
         atomic.write_text(marker(run, name), json.dumps(record, indent=2) + "\n")
-        log.info("fitted %s on %d train rows (%d unsafe) in %.2f s", name, len(ids), labels.sum(), record["seconds"])
+        log.info(
+            "fitted %s on %d train rows (%d unsafe) in %.2f s",
+            name,
+            len(ids),
+            labels.sum(),
+            record["seconds"],
+        )

@@ -1,4 +1,4 @@
-"""Stage `perturb`: encode every shard's images under each perturbation and severity, into the cache.
+"""Stage `perturb`: encode each shard's images under every perturbation and severity, to the cache.
 
 Same decode → resize → crop path as the clean embeddings; the perturbation is applied to the [0, 1]
 input tensor, then the encoder normalises and encodes. Each (perturbation, severity) is its own file
@@ -69,7 +69,9 @@ def run_shard(run: Run, shard: int) -> None:
         inputs = torch.stack(decoded.items) if decoded.items else None
         normalization = (tuple(encoder.mean), tuple(encoder.std))
         batch = run.config.batch_size
-        for name, severity, variant in progress(todo, desc=f"perturb {key} shard {shard}", unit="variant"):
+        for name, severity, variant in progress(
+            todo, desc=f"perturb {key} shard {shard}", unit="variant"
+        ):
             start = time.perf_counter()
             perturbation = get_perturbation(name)
             parts = []
@@ -77,9 +79,13 @@ def run_shard(run: Run, shard: int) -> None:
                 ids = decoded.sample_ids[i : i + batch]
                 seeds = [perturbation_seed(run.config.seed, sid, name, severity) for sid in ids]
                 assert inputs is not None
-                images = perturbation.apply(inputs[i : i + batch], severity, seeds, normalization=normalization)
+                images = perturbation.apply(
+                    inputs[i : i + batch], severity, seeds, normalization=normalization
+                )
                 parts.append(encoder.encode(images))
-            matrix = np.concatenate(parts) if parts else np.zeros((0, encoder.embed_dim), np.float32)
+            matrix = (
+                np.concatenate(parts) if parts else np.zeros((0, encoder.embed_dim), np.float32)
+            )
             store.write_shard(
                 store.shard_file(run, ckey, variant, shard),
                 store.expected(run, ckey, variant, shard),
@@ -87,8 +93,20 @@ def run_shard(run: Run, shard: int) -> None:
                 matrix,
                 decoded.skipped,
                 dtype=run.config.embedding_dtype,
-                identity={**encoder.identity(), "perturbation": name, "severity": severity, "seed": run.config.seed},
+                identity={
+                    **encoder.identity(),
+                    "perturbation": name,
+                    "severity": severity,
+                    "seed": run.config.seed,
+                },
             )
             seconds = time.perf_counter() - start
-            log.info("%s shard %d %s: %d images in %.1f s (%.1f images/s)", key, shard, variant,
-                     len(decoded.sample_ids), seconds, len(decoded.sample_ids) / max(seconds, 1e-9))
+            log.info(
+                "%s shard %d %s: %d images in %.1f s (%.1f images/s)",
+                key,
+                shard,
+                variant,
+                len(decoded.sample_ids),
+                seconds,
+                len(decoded.sample_ids) / max(seconds, 1e-9),
+            )

@@ -76,17 +76,20 @@ def plan_run(config: RunConfig, *, dataset: Dataset | None = None) -> Run:
         if run.dataset_fingerprint != dataset.fingerprint():
             raise ConfigError(
                 f"{run.plan_path} was planned on different data (fingerprint "
-                f"{run.dataset_fingerprint}, now {dataset.fingerprint()}): samples, labels or image "
+                f"{run.dataset_fingerprint}, now {dataset.fingerprint()}): samples, labels or "
+                "image "
                 "bytes changed. fix: use a new --out directory for the new data"
             )
         return run
     write_plan(run.plan_path, plan, dataset, config.shard_size)
-    log.info("planned %d samples into %d shards of up to %d", len(plan), run.n_shards, config.shard_size)
+    log.info(
+        "planned %d samples into %d shards of up to %d", len(plan), run.n_shards, config.shard_size
+    )
     return run
 
 
 def check_needs(config: RunConfig, dataset: Dataset) -> None:
-    """Refuse before any job what cannot work on this dataset (fitted classifiers need a train split)."""
+    """Refuse before any job what cannot work on this data (fitted classifiers need train rows)."""
     from ubsafe.stages.preflight import check_dataset_needs
 
     check_dataset_needs(config, dataset)

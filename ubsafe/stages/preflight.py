@@ -1,4 +1,4 @@
-"""Checks made before any job is planned or submitted: names, weights, and what the data must hold."""
+"""Checks before any job is planned or submitted: names, weights, what the data must hold."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def encoders_needed(config: RunConfig) -> list[str]:
 
 
 def check_names(config: RunConfig) -> None:
-    """Unknown classifiers, encoders, perturbations or attacks: one error listing the valid names."""
+    """Unknown classifiers, encoders or perturbations: one error listing the valid names."""
     from ubsafe.classifiers import get_entry
     from ubsafe.encoders import get_entry as get_encoder
 

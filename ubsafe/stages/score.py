@@ -87,7 +87,9 @@ def score_embeddings(run: Run, name: str, rows: pd.DataFrame, shard: int) -> pd.
     pred = np.full(len(wanted), -1, np.int8)
     score = np.full(len(wanted), np.nan, np.float32)
     if have:
-        decided_pred, decided_score = run_classifier(run, name).decide(part.embeddings[[position[s] for s in have]])
+        decided_pred, decided_score = run_classifier(run, name).decide(
+            part.embeddings[[position[s] for s in have]]
+        )
         index = {sid: i for i, sid in enumerate(wanted)}
         at = [index[s] for s in have]
         pred[at] = decided_pred
@@ -131,4 +133,6 @@ def run_shard(run: Run, shard: int) -> None:
             parts.append(score_images(run, name, chosen))
         log.info("shard %d: %s scored %d rows", shard, name, len(chosen))
     result = pd.concat(parts, ignore_index=True) if parts else frame([], "", [], [], [])
-    shardfile.write(run.shard_path(NAME, shard, "parquet"), result, shardfile.stage_meta(run, NAME, shard))
+    shardfile.write(
+        run.shard_path(NAME, shard, "parquet"), result, shardfile.stage_meta(run, NAME, shard)
+    )
