@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 NAME = "score"
 SHARDED = True
 log = logging.getLogger(__name__)
-COLUMNS = ("sample_id", "classifier", "pred", "score", "reason")
+COLUMNS = ("sample_id", "classifier", "pred", "score", "stage", "reason")
 
 
 def applies(run: Run) -> bool:
@@ -65,15 +65,20 @@ def clean_embeddings(run: Run, encoder_key: str, shard: int) -> store.ShardEmbed
     return store.read_shard(run, cache_key(run, encoder_key), "clean", shard)
 
 
-def frame(sample_ids: Any, name: str, pred: Any, score: Any, reason: Any) -> pd.DataFrame:
+def frame(
+    sample_ids: Any, name: str, pred: Any, score: Any, reason: Any, stage: str
+) -> pd.DataFrame:
+    """Rows of the score shard; `stage` names where an unscored row's image failed (embed/score)."""
     n = len(sample_ids)
+    reasons = pd.Series(reason, dtype=object)
     return pd.DataFrame(
         {
             "sample_id": pd.Series(sample_ids, dtype=object),
             "classifier": [name] * n,
             "pred": np.asarray(pred, dtype=np.int8),
             "score": np.asarray(score, dtype=np.float32),
-            "reason": pd.Series(reason, dtype=object),
+            "stage": np.where(reasons.to_numpy() == "", "", stage).astype(object) if n else [],
+            "reason": reasons,
         }
     )
 
@@ -94,8 +99,8 @@ def score_embeddings(run: Run, name: str, rows: pd.DataFrame, shard: int) -> pd.
         at = [index[s] for s in have]
         pred[at] = decided_pred
         score[at] = decided_score
-    reason = [skipped.get(sid, "") if sid not in position else "" for sid in wanted]
-    return frame(wanted, name, pred, score, reason)
+    reason = [skipped.get(sid, "no embedding") if sid not in position else "" for sid in wanted]
+    return frame(wanted, name, pred, score, reason, "embed")
 
 
 def score_images(run: Run, name: str, rows: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +116,7 @@ def score_images(run: Run, name: str, rows: pd.DataFrame) -> pd.DataFrame:
         score[at] = got_score
     skipped = dict(decoded.skipped)
     reason = [skipped.get(sid, "") for sid in rows["sample_id"]]
-    return frame(rows["sample_id"].tolist(), name, pred, score, reason)
+    return frame(rows["sample_id"].tolist(), name, pred, score, reason, "score")
 
 
 def run_classifier(run: Run, name: str) -> Any:
@@ -132,7 +137,7 @@ def run_shard(run: Run, shard: int) -> None:
         else:
             parts.append(score_images(run, name, chosen))
         log.info("shard %d: %s scored %d rows", shard, name, len(chosen))
-    result = pd.concat(parts, ignore_index=True) if parts else frame([], "", [], [], [])
+    result = pd.concat(parts, ignore_index=True) if parts else frame([], "", [], [], [], "score")
     shardfile.write(
         run.shard_path(NAME, shard, "parquet"), result, shardfile.stage_meta(run, NAME, shard)
     )

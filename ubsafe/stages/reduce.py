@@ -1,0 +1,278 @@
+"""Stage `reduce`: merge shard outputs into `results/`, with confidence intervals.
+
+Reads only the disk: every expected shard file is checked first, and missing or foreign ones are
+named — the reduce refuses partial results unless `allow_missing`, and then lists the rows it lost in
+skipped.csv. Shards stream through one at a time (memory grows with rows, not with shards).
+
+Writes `predictions.parquet`, `effectiveness.csv`, `gaps.csv`, `pairs.csv`, `skipped.csv`,
+`summary.json`, and for robustness runs `robustness.csv`; `shift.csv` when the run has real and
+AI-generated images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ubsafe import atomic, shardfile
+
+if TYPE_CHECKING:
+    from ubsafe.rundir import Run
+
+NAME = "reduce"
+SHARDED = False
+log = logging.getLogger(__name__)
+
+PREDICTION_COLUMNS = ("sample_id", "classifier", "category", "source", "label", "pred", "score")
+
+
+class MissingShards(RuntimeError):
+    """Shard outputs the reduce needs are absent or do not belong to this run."""
+
+    def __init__(self, run: Run, problems: dict[str, list[tuple[int, str]]]):
+        self.problems = problems
+        lines = [f"{run.root}: results would be partial; shard outputs missing or not usable:"]
+        for stage, items in problems.items():
+            shards = ", ".join(str(s) for s, _ in items[:30])
+            more = f" (+{len(items) - 30} more)" if len(items) > 30 else ""
+            lines.append(f"  {stage}: {len(items)} shard(s): {shards}{more}")
+            for shard, why in items[:3]:
+                lines.append(f"    shard {shard}: {why}")
+        lines.append(
+            "fix: run the same `ubsafe run` / `ubsafe submit` command again (it runs only what is "
+            "missing; `ubsafe status` shows errors), or `ubsafe reduce --allow-missing` for partial results"
+        )
+        super().__init__("\n".join(lines))
+
+
+def applies(run: Run) -> bool:
+    return True
+
+
+def outputs(run: Run) -> list[Path]:
+    names = ["predictions.parquet", "effectiveness.csv", "skipped.csv", "summary.json"]
+    if robust(run):
+        names.append("robustness.csv")
+    return [run.results_dir / name for name in names]
+
+
+def robust(run: Run) -> bool:
+    return run.config.target in ("robustness", "all")
+
+
+def is_done(run: Run, shard: int) -> bool:
+    """Done when summary.json (written last) records this config and every input shard."""
+    try:
+        summary = json.loads((run.results_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (
+        summary.get("config_hash") == run.config.config_hash()
+        and summary.get("target") == run.config.target
+        and not summary.get("missing_shards")
+        and all(path.is_file() for path in outputs(run))
+    )
+
+
+def run_shard(run: Run, shard: int) -> None:
+    reduce_run(run, allow_missing=False)
+
+
+def input_stages(run: Run) -> list[str]:
+    stages = ["score"]
+    if robust(run):
+        stages.append("compare")
+    return stages
+
+
+def check_inputs(run: Run) -> dict[str, list[tuple[int, str]]]:
+    """Per input stage, the shards whose file is missing or does not match the run."""
+    problems: dict[str, list[tuple[int, str]]] = {}
+    for stage in input_stages(run):
+        for shard in range(run.n_shards):
+            why = shardfile.problem(
+                run.shard_path(stage, shard, "parquet"), shardfile.stage_meta(run, stage, shard)
+            )
+            if why is not None:
+                problems.setdefault(stage, []).append((shard, why))
+    return problems
+
+
+@dataclass
+class Merged:
+    predictions: pd.DataFrame  # PREDICTION_COLUMNS, scored rows only
+    skipped: pd.DataFrame  # sample_id, stage, reason
+
+
+def iter_score_shards(run: Run, shards: list[int]) -> Iterator[pd.DataFrame]:
+    for shard in shards:
+        yield shardfile.read(run.shard_path("score", shard, "parquet"))
+
+
+def merge_scores(run: Run, shards: list[int], out: Path) -> Merged:
+    """Stream score shards into predictions.parquet (atomically); return what the metrics need."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plan = run.plan.set_index("sample_id")
+    kept: list[pd.DataFrame] = []
+    skipped: list[pd.DataFrame] = []
+    schema = pa.schema(
+        [
+            ("sample_id", pa.string()),
+            ("classifier", pa.string()),
+            ("category", pa.string()),
+            ("source", pa.string()),
+            ("label", pa.int8()),
+            ("pred", pa.int8()),
+            ("score", pa.float32()),
+        ]
+    )
+    with atomic.atomic_path(out) as tmp:
+        writer = pq.ParquetWriter(tmp, schema)
+        try:
+            for part in iter_score_shards(run, shards):
+                bad = part[part["pred"] < 0]
+                if len(bad):
+                    skipped.append(bad[["sample_id", "stage", "reason"]])
+                good = part[part["pred"] >= 0]
+                facts = plan.loc[good["sample_id"], ["category", "source_kind", "label"]]
+                frame = pd.DataFrame(
+                    {
+                        "sample_id": good["sample_id"].to_numpy(),
+                        "classifier": good["classifier"].to_numpy(),
+                        "category": facts["category"].to_numpy(),
+                        "source": facts["source_kind"].to_numpy(),
+                        "label": facts["label"].to_numpy(np.int8),
+                        "pred": good["pred"].to_numpy(np.int8),
+                        "score": good["score"].to_numpy(np.float32),
+                    }
+                )
+                writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+                kept.append(frame)
+        finally:
+            writer.close()
+    predictions = (
+        pd.concat(kept, ignore_index=True)
+        if kept
+        else pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+    )
+    skipped_rows = (
+        pd.concat(skipped, ignore_index=True).drop_duplicates()
+        if skipped
+        else pd.DataFrame(columns=["sample_id", "stage", "reason"])
+    )
+    return Merged(predictions, skipped_rows)
+
+
+def unscored_reasons(run: Run, merged: Merged, lost_shards: list[int]) -> pd.DataFrame:
+    """Plan rows in neither predictions nor skipped: say why (coverage, split, missing shard)."""
+    from ubsafe.classifiers import get_entry
+    from ubsafe.stages.score import coverage
+
+    plan = run.plan
+    accounted = set(merged.predictions["sample_id"]) | set(merged.skipped["sample_id"])
+    rest = plan[~plan["sample_id"].isin(accounted)]
+    lost = set(lost_shards)
+    rows = []
+    fitted = [n for n in run.config.classifiers if get_entry(n).fitted]
+    for sample_id, shard, category, split in rest[
+        ["sample_id", "shard", "category", "split"]
+    ].itertuples(index=False):
+        if shard in lost:
+            rows.append(
+                (sample_id, "reduce", f"shard {shard}: score output missing (--allow-missing)")
+            )
+            continue
+        covering = [n for n in run.config.classifiers if category in coverage(run, n)]
+        if not covering:
+            reason = f"not scored: no configured classifier covers category {category!r}"
+        elif split == "train" and all(n in fitted for n in covering):
+            reason = f"not scored: train split, used to fit {', '.join(covering)}"
+        else:
+            reason = "not scored: no score output for this row"
+        rows.append((sample_id, "score", reason))
+    return pd.DataFrame(rows, columns=["sample_id", "stage", "reason"])
+
+
+def write_csv(path: Path, frame: pd.DataFrame) -> Path:
+    with atomic.atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
+    return path
+
+
+def summary(run: Run, missing: dict[str, list[tuple[int, str]]], merged: Merged) -> dict[str, Any]:
+    from ubsafe.stages.score import coverage
+
+    c = run.config
+    return {
+        "config_hash": c.config_hash(),
+        "target": c.target,
+        "dataset": c.dataset,
+        "dataset_format": c.dataset_format,
+        "fingerprint": run.dataset_fingerprint,
+        "n_samples": len(run.plan),
+        "n_shards": run.n_shards,
+        "n_predictions": len(merged.predictions),
+        "encoder": c.encoder,
+        "classifiers": list(c.classifiers),
+        "coverage": {name: list(coverage(run, name)) for name in c.classifiers},
+        "bootstrap": c.bootstrap,
+        "ci_level": c.ci_level,
+        "seed": c.seed,
+        "attack_mode": c.attack_mode,
+        "missing_shards": {stage: [s for s, _ in items] for stage, items in missing.items()},
+    }
+
+
+def reduce_run(run: Run, *, allow_missing: bool = False) -> list[Path]:
+    """Write results/ from the shards on disk; refuse (naming them) when shards are missing."""
+    from ubsafe import metrics
+
+    missing = check_inputs(run)
+    if missing and not allow_missing:
+        raise MissingShards(run, missing)
+    lost = sorted({s for s, _ in missing.get("score", [])})
+    present = [s for s in range(run.n_shards) if s not in set(lost)]
+    results = run.results_dir
+    results.mkdir(parents=True, exist_ok=True)
+    written = [results / "predictions.parquet"]
+    merged = merge_scores(run, present, written[0])
+    skipped = pd.concat([merged.skipped, unscored_reasons(run, merged, lost)], ignore_index=True)
+    skipped = skipped.sort_values(["sample_id", "stage", "reason"], kind="stable")
+    written.append(write_csv(results / "skipped.csv", skipped))
+
+    tables = metrics.effectiveness_tables(merged.predictions, run.config)
+    for name, table in tables.items():
+        written.append(write_csv(results / f"{name}.csv", table))
+    if robust(run):
+        compare_shards = [
+            s for s in range(run.n_shards) if s not in {x for x, _ in missing.get("compare", [])}
+        ]
+        written.append(
+            write_csv(results / "robustness.csv", metrics.robustness_table(run, compare_shards))
+        )
+    shift = write_shift(run)
+    if shift is not None:
+        written.append(shift)
+    record = summary(run, missing, merged)
+    atomic.write_text(results / "summary.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    written.append(results / "summary.json")
+    log.info("reduced %d predictions into %s", len(merged.predictions), results)
+    return written
+
+
+def write_shift(run: Run) -> Path | None:
+    try:
+        from ubsafe.shift import write_shift as shift_writer
+    except ImportError:  # the shift analysis is optional for effectiveness-only builds
+        return None
+    result: Path | None = shift_writer(run)
+    return result
