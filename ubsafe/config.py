@@ -89,6 +89,8 @@ class RunConfig(BaseModel):
     ci_level: float = Field(default=0.95, gt=0.5, lt=1.0)
     shard_size: int = Field(default=256, ge=1)
     embedding_dtype: Literal["float16", "float32"] = "float32"
+    #: encoder compute precision: auto = bfloat16 autocast on GPU, float32 on CPU
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     # --- where and how fast (execution-only) ---
     target: Literal["embed", "effectiveness", "robustness", "all"] = _execution(

@@ -79,6 +79,7 @@ def write_shard(
     *,
     dtype: str,
     identity: dict[str, Any],
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
     """Write one shard's embeddings atomically (temp file in the same folder, then rename)."""
     h5py = _h5py()
@@ -104,6 +105,7 @@ def write_shard(
         attrs["format_version"] = FORMAT_VERSION
         attrs["encoder_key"] = want.encoder_key
         attrs["encoder_identity"] = json.dumps(identity, sort_keys=True)
+        attrs["provenance"] = json.dumps(provenance or {}, sort_keys=True)
         attrs["variant"] = want.variant
         attrs["shard"] = want.shard
         attrs["n_rows"] = want.n_rows
@@ -189,16 +191,34 @@ class IncompleteEmbeddings(RuntimeError):
 def check_all(
     run: Run, encoder_key: str, variant: str, shards: Sequence[int] | None = None
 ) -> None:
-    """Raise `IncompleteEmbeddings` unless every shard file is present and matches."""
+    """Raise `IncompleteEmbeddings` unless every shard file is present and matches, and all were
+    computed in one precision (precision "auto" is bfloat16 on a GPU and float32 on a CPU: a merged
+    view must not mix the two)."""
     shards = range(run.n_shards) if shards is None else shards
     problems = []
+    dtypes: dict[str, list[int]] = {}
     for shard in shards:
         path = shard_file(run, encoder_key, variant, shard)
         why = problem(path, expected(run, encoder_key, variant, shard))
         if why is not None:
             problems.append((shard, path, why))
+        else:
+            dtypes.setdefault(compute_dtype(path), []).append(shard)
+    if len(dtypes) > 1:
+        rare, shards_of_rare = min(dtypes.items(), key=lambda kv: len(kv[1]))
+        others = ", ".join(d for d in dtypes if d != rare)
+        for shard in shards_of_rare:
+            path = shard_file(run, encoder_key, variant, shard)
+            problems.append((shard, path, f"computed in {rare}, other shards in {others}"))
     if problems:
         raise IncompleteEmbeddings(encoder_key, variant, problems)
+
+
+def compute_dtype(path: Path) -> str:
+    h5py = _h5py()
+    with h5py.File(path, "r", locking=False) as h5:
+        facts = json.loads(h5.attrs.get("provenance", "{}"))
+    return str(facts.get("compute_dtype", "unknown"))
 
 
 def iter_shards(

@@ -106,3 +106,9 @@ def offline_hub() -> None:
     """Switch the Hugging Face clients off the network: loaders read the weights directory only."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    # huggingface_hub reads the variable once, at import: set its constant too if already imported
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True

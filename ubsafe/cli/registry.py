@@ -65,18 +65,15 @@ def encoders(weights_dir: Path | None) -> None:
     """Key, model, input size, embedding size and weights of every encoder."""
     from ubsafe.encoders import list_encoders, weight_files
 
+    from ubsafe.encoders import get_entry
+
     weights_dir = weights_dir or Path(default_weights_dir())
-    rows = [
-        [
-            e.key,
-            e.description,
-            str(e.image_size),
-            str(e.embed_dim),
-            _present(weight_files(e.key), weights_dir),
-        ]
-        for e in list_encoders()
-    ]
-    click.echo(_table(rows, ["key", "model", "input", "dim", "weights"]))
+    rows = []
+    for key in list_encoders():
+        entry = get_entry(key)
+        present = _present(weight_files(key), weights_dir)
+        rows.append([key, entry.description, str(entry.embed_dim), present])
+    click.echo(_table(rows, ["key", "model", "dim", "weights"]))
     click.echo("\nany open_clip model: openclip:<model>:<pretrained tag>")
     click.echo(f"weights dir: {weights_dir}")
 

@@ -41,7 +41,7 @@ def fetch(to: Path, encoder_keys: str | None, classifier_names: str | None, forc
     from ubsafe.encoders import list_encoders
     from ubsafe.encoders import weight_files as encoder_files
 
-    keys = encoder_keys.split(",") if encoder_keys else [e.key for e in list_encoders()]
+    keys = encoder_keys.split(",") if encoder_keys else list(list_encoders())
     names = (
         classifier_names.split(",") if classifier_names else [c.name for c in list_classifiers()]
     )

@@ -26,16 +26,16 @@ T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=4)
-def encoder(key: str, weights_dir: str, device: str, batch_size: int) -> Any:
+def encoder(key: str, weights_dir: str, device: str, batch_size: int, precision: str) -> Any:
     """The encoder, loaded once per process (a task that runs many shards reuses it)."""
     from ubsafe.encoders import load_encoder
 
-    return load_encoder(key, weights_dir, device=device, batch_size=batch_size)
+    return load_encoder(key, weights_dir, device=device, batch_size=batch_size, precision=precision)
 
 
 def run_encoder(run: Run, key: str) -> Any:
     c = run.config
-    return encoder(key, c.weights_dir, c.device, c.batch_size)
+    return encoder(key, c.weights_dir, c.device, c.batch_size, c.precision)
 
 
 @functools.lru_cache(maxsize=16)

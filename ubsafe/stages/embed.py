@@ -36,7 +36,7 @@ def encoder_keys(run: Run) -> list[str]:
 def cache_key(run: Run, key: str) -> str:
     from ubsafe.encoders import cache_key as encoder_cache_key
 
-    return str(encoder_cache_key(key))
+    return str(encoder_cache_key(key, run.config.precision))
 
 
 def applies(run: Run) -> bool:
@@ -66,6 +66,7 @@ def run_shard(run: Run, shard: int) -> None:
             skipped,
             dtype=run.config.embedding_dtype,
             identity=encoder.identity(),
+            provenance=encoder.provenance(),
         )
         rate = len(ids) / seconds if seconds > 0 else float("inf")
         log.info(

@@ -99,6 +99,7 @@ def run_shard(run: Run, shard: int) -> None:
                     "severity": severity,
                     "seed": run.config.seed,
                 },
+                provenance=encoder.provenance(),
             )
             seconds = time.perf_counter() - start
             log.info(
