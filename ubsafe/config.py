@@ -101,6 +101,9 @@ class RunConfig(BaseModel):
     cache_dir: str = _execution(default="")
     weights_dir: str = _execution(default_factory=default_weights_dir)
     batch_size: int = _execution(default=32, ge=1)
+    #: samples per encoder pass (default: batch_size on GPU, 1 on CPU); kept only if a load-time
+    #: check shows a sample's embedding does not depend on its position in the pass
+    micro_batch: int | None = _execution(default=None, ge=1)
     workers: int = _execution(default=1, ge=1)
     decode_workers: int = _execution(default=2, ge=0)
     device: str = _execution(default="auto")

@@ -39,6 +39,9 @@ severities = [1, 3, 5]
 attacks = ["fgsm", "pgd"]
 attack_eps = [1.0, 4.0]
 shard_size = 128
+# Several samples per encoder pass on CPU (kept only if this machine's BLAS gives every sample the
+# same bits whatever its position in the pass; otherwise one at a time).
+micro_batch = 8
 """
 
 SOURCES = ("Laion5B", "Lexica")

@@ -26,16 +26,25 @@ T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=4)
-def encoder(key: str, weights_dir: str, device: str, batch_size: int, precision: str) -> Any:
+def encoder(
+    key: str, weights_dir: str, device: str, batch_size: int, precision: str, micro_batch: int | None
+) -> Any:
     """The encoder, loaded once per process (a task that runs many shards reuses it)."""
     from ubsafe.encoders import load_encoder
 
-    return load_encoder(key, weights_dir, device=device, batch_size=batch_size, precision=precision)
+    return load_encoder(
+        key,
+        weights_dir,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        micro_batch=micro_batch,
+    )
 
 
 def run_encoder(run: Run, key: str) -> Any:
     c = run.config
-    return encoder(key, c.weights_dir, c.device, c.batch_size, c.precision)
+    return encoder(key, c.weights_dir, c.device, c.batch_size, c.precision, c.micro_batch)
 
 
 @functools.lru_cache(maxsize=16)
