@@ -270,9 +270,7 @@ def reduce_run(run: Run, *, allow_missing: bool = False) -> list[Path]:
 
 
 def write_shift(run: Run) -> Path | None:
-    try:
-        from ubsafe.shift import write_shift as shift_writer
-    except ImportError:  # the shift analysis is optional for effectiveness-only builds
-        return None
-    result: Path | None = shift_writer(run)
-    return result
+    """shift.csv (and the projection for the report) when the run has real and AI images."""
+    from ubsafe.shift import write_shift as shift_writer
+
+    return shift_writer(run)
