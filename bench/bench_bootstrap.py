@@ -135,13 +135,14 @@ def scipy_table(
     predictions: dict[str, np.ndarray],
     n_boot: int,
     per_metric: bool,
-) -> tuple[np.ndarray, np.ndarray]:
-    """scipy's percentile intervals for `cells`: one call per (cell, metric) with a scalar
-    statistic (the documented use), or one call per cell returning all four metrics."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """scipy's percentile intervals and bootstrap standard errors for `cells`: one call per (cell,
+    metric) with a scalar statistic (the documented use), or one call per cell for all four."""
     from scipy import stats
 
     lo = np.full((len(cells), len(METRICS)), np.nan)
     hi = np.full_like(lo, np.nan)
+    se = np.full_like(lo, np.nan)
     rng = np.random.default_rng(12345)
     for i, cell in enumerate(cells):
         mask = cell_rows(cell, category, source)
@@ -165,7 +166,8 @@ def scipy_table(
             )
             lo[i, where] = result.confidence_interval.low
             hi[i, where] = result.confidence_interval.high
-    return lo, hi
+            se[i, where] = result.standard_error
+    return lo, hi, se
 
 
 def _timed(func: Callable[[], T]) -> tuple[T, float, float]:

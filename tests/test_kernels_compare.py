@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -155,3 +156,37 @@ def test_group_mean_matches_pandas_skipping_nan() -> None:
 def test_group_mean_refuses_bad_groups() -> None:
     with pytest.raises(ValueError, match=r"row 1 has group 3, outside \[0, 2\)"):
         group_mean([0, 3], np.array([0.5, 0.5]), 2)
+
+
+_WARM_UP_SCRIPT = textwrap.dedent(
+    """
+    import importlib, json
+    from ubsafe.kernels import warm_up
+    names = ("auroc", "bootstrap", "compare", "confusion", "mcnemar", "robustness")
+    modules = [importlib.import_module(f"ubsafe.kernels.{name}") for name in names]
+    warm_up()
+    print(json.dumps({
+        f"{module.__name__}.{attr}": len(getattr(module, attr).signatures)
+        for module in modules for attr in dir(module)
+        if attr.endswith("_kernel")
+    }))
+    """
+)
+
+
+def test_warm_up_compiles_every_kernel() -> None:
+    # In a fresh process, so that no other test has compiled anything.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_UP_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
+    compiled = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(compiled) == 12, compiled
+    assert all(n >= 1 for n in compiled.values()), compiled
+    # float16 and float32 embeddings in either argument.
+    assert compiled["ubsafe.kernels.compare._row_cosine_kernel"] == 4

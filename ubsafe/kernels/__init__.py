@@ -13,7 +13,8 @@ Conventions shared by every kernel:
 - metrics with a zero denominator follow scikit-learn's `zero_division`; empty groups are NaN.
 
 Importing this package imports numba; `ubsafe/__init__.py` does not, so the CLI stays fast.
-Compiled kernels are cached on disk; see `ubsafe.kernels._jit` for the cache and cluster notes.
+Compiled kernels are cached on disk; see `ubsafe.kernels._jit` for the cache and cluster notes,
+and `warm_up()` to fill the cache before many tasks start.
 """
 
 from ubsafe.kernels.auroc import AurocInterval, auroc, auroc_ci, grouped_auroc_ci
@@ -45,6 +46,7 @@ from ubsafe.kernels.robustness import (
     robustness_counts,
 )
 from ubsafe.kernels.seeds import group_seed, group_seeds
+from ubsafe.kernels.warmup import warm_up
 
 __all__ = [
     "CELLS",
@@ -76,4 +78,5 @@ __all__ = [
     "robustness_counts",
     "row_cosine",
     "split_joint",
+    "warm_up",
 ]
