@@ -10,6 +10,12 @@ Spatial parameters are ImageNet-C's pixel values, defined for 224x224 images, an
 are at other sizes (as the `imagecorruptions` package does), except where ImageNet-C itself writes
 them as fractions of the image side (elastic_transform), which scale with the side.
 
+Outputs stay float: ImageNet-C's own 8-bit rounding of every result (and the JPEG quality-85
+files it was released as) is not applied; only its intermediate 8-bit steps are (glass blur's
+first blur, snow's layer). Each registry entry's `notes` lists what else differs.
+
+Adding a perturbation: one entry in `registry._REGISTRY` and a `Perturbation` subclass whose
+`draw` takes the sample's randomness from its generator and whose `render` is deterministic.
 This package imports no torch at import time; `get_perturbation` loads an implementation.
 """
 

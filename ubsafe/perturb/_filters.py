@@ -1,10 +1,11 @@
 """Linear filters with the boundary rules of SciPy and OpenCV, batch-invariant by construction.
 
-A separable filter along one axis is a matrix (the kernel plus the boundary rule folded in), so a
-2-D separable filter is `rows @ image @ cols.T`. An optimised GEMM or FFT may pick its algorithm
-(blocking, split-K, vector width) from the tensor's shape, and so round a sample differently in a
-batch of 32 than alone. These library calls therefore run once per image, always with the same
-per-image shape; everything around them is elementwise and batched.
+Short separable kernels run as weighted sums of shifted views of the padded batch: elementwise,
+added tap by tap. Long ones become matrices (the kernel plus the boundary rule folded in), so a
+2-D filter is `rows @ image @ cols.T`, whose cost does not grow with the kernel. An optimised
+GEMM or FFT may pick its algorithm (blocking, split-K, vector width) from the tensor's shape, and
+so round a sample differently in a batch of 32 than alone: those library calls run once per
+image, always with the same per-image shape.
 """
 
 from __future__ import annotations
@@ -102,6 +103,48 @@ def separable_filter(
     return out
 
 
+#: Up to this many taps a separable filter runs as shifted views (elementwise, batched); longer
+#: kernels as a GEMM pair per image, whose cost does not grow with the kernel.
+SHIFT_MAX_TAPS = 15
+_PAD_MODES = {"nearest": "replicate", "mirror": "reflect", "constant": "constant"}
+
+
+def shift_filter(images: torch.Tensor, kernel: np.ndarray, mode: BoundaryMode) -> torch.Tensor:
+    """Correlate the last two dimensions with the odd 1-D `kernel` (both axes), by summing
+    weighted shifted views of the padded batch, tap by tap (nearest, mirror or constant borders).
+    """
+    radius = kernel.size // 2
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (radius,) * 4, mode=_PAD_MODES[mode])
+    weights = kernel.tolist()
+    rows: torch.Tensor | None = None
+    for tap, weight in enumerate(weights):
+        term = padded[..., tap : tap + height, :] * weight
+        rows = term if rows is None else rows + term
+    assert rows is not None
+    out: torch.Tensor | None = None
+    for tap, weight in enumerate(weights):
+        term = rows[..., :, tap : tap + width] * weight
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
+def gaussian_filter(
+    images: torch.Tensor, sigma: float, truncate: float, mode: BoundaryMode
+) -> torch.Tensor:
+    """SciPy's `gaussian_filter` over the last two dimensions (what skimage's `gaussian` does per
+    channel), as shifted views for short kernels and a GEMM pair per image for long ones."""
+    kernel = gaussian_kernel1d(sigma, truncate)
+    if (
+        kernel.size <= SHIFT_MAX_TAPS
+        and mode in _PAD_MODES
+        and kernel.size // 2 < min(images.shape[-2:])
+    ):
+        return shift_filter(images, kernel, mode)
+    return separable_filter(images, gaussian_matrix(sigma, truncate, images.shape[-1], mode))
+
+
 def _fast_fft_size(n: int) -> int:
     """The smallest 2^a 3^b 5^c >= n: FFT sizes with small prime factors run fastest."""
     candidate = n
@@ -126,6 +169,14 @@ def _kernel_spectrum(kernel_bytes: bytes, ksize: int, n: int, device: str) -> to
     return torch.fft.rfft2(torch.as_tensor(full, dtype=torch.float32)).to(device)
 
 
+def _complex_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a * b with separately rounded real products and sums: a SIMD complex multiply may fuse
+    them, and whether a value takes the SIMD or the scalar path depends on the thread split."""
+    ar, ai = a.real, a.imag
+    br, bi = b.real, b.imag
+    return torch.complex(ar * br - ai * bi, ar * bi + ai * br)
+
+
 def fft_filter2d(images: torch.Tensor, kernel: np.ndarray, mode: BoundaryMode) -> torch.Tensor:
     """2-D correlation of every channel with the odd square `kernel` (OpenCV `filter2D`).
 
@@ -137,7 +188,7 @@ def fft_filter2d(images: torch.Tensor, kernel: np.ndarray, mode: BoundaryMode) -
     if kernel.shape != (ksize, ksize) or ksize % 2 != 1:
         raise ValueError(f"kernel must be square with an odd side, got shape {kernel.shape}")
     radius = ksize // 2
-    pad_mode = {"mirror": "reflect", "nearest": "replicate", "constant": "constant"}.get(mode)
+    pad_mode = _PAD_MODES.get(mode)
     if pad_mode is None:
         raise ValueError(f"fft_filter2d supports mirror, nearest and constant, not {mode!r}")
     size = images.shape[-1]
@@ -146,7 +197,7 @@ def fft_filter2d(images: torch.Tensor, kernel: np.ndarray, mode: BoundaryMode) -
     out = torch.empty_like(images)
     for index in range(images.shape[0]):
         padded = F.pad(images[index : index + 1], (radius,) * 4, mode=pad_mode)[0]
-        product = torch.fft.rfft2(padded, s=(n, n)) * spectrum
+        product = _complex_product(torch.fft.rfft2(padded, s=(n, n)), spectrum)
         full = torch.fft.irfft2(product, s=(n, n))
         out[index] = full[:, radius : radius + size, radius : radius + size]
     return out

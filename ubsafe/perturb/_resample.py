@@ -151,6 +151,7 @@ def bilinear_sample(
         gathered = flat.gather(2, index.expand(batch, channels, height * width))
         return gathered.reshape(batch, channels, height, width)
 
-    top = gather(top_rows, left_cols) * (1 - wc) + gather(top_rows, right_cols) * wc
-    bottom = gather(bottom_rows, left_cols) * (1 - wc) + gather(bottom_rows, right_cols) * wc
-    return top * (1 - wr) + bottom * wr
+    wc0, wr0 = 1 - wc, 1 - wr
+    top = gather(top_rows, left_cols) * wc0 + gather(top_rows, right_cols) * wc
+    bottom = gather(bottom_rows, left_cols) * wc0 + gather(bottom_rows, right_cols) * wc
+    return top * wr0 + bottom * wr

@@ -8,6 +8,7 @@ function of the images and those draws.
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -15,7 +16,7 @@ import torch
 
 from ubsafe.perturb.registry import PerturbationInfo
 
-#: Random draws of a batch: each value stacks the per-sample draws along dimension 0 (on the CPU).
+#: Random draws of a batch: each value stacks the per-sample draws along dimension 0.
 Draws = dict[str, torch.Tensor]
 #: The encoder's (mean, std) per channel, as open_clip and transformers state them.
 Normalization = tuple[tuple[float, ...], tuple[float, ...]]
@@ -63,20 +64,16 @@ class Perturbation(ABC):
         seeds = _check_seeds(seeds, images.shape[0], self.name)
         if self.info.needs_normalization:
             normalization = _check_normalization(normalization, self.name)
-        if images.shape[0] == 0:
-            return images.clone()
-        draws = self.sample(seeds, severity, images.shape[-1])
-        draws = {key: value.to(images.device) for key, value in draws.items()}
-        step = chunk_size(images)
-        if step >= images.shape[0]:
-            out = self.render(images, severity, draws, normalization=normalization)
-            return out.clamp_(0.0, 1.0).contiguous()
         out = torch.empty_like(images)
+        if images.shape[0] == 0:
+            return out
+        step = chunk_size(images)
         for start in range(0, images.shape[0], step):
             part = slice(start, start + step)
-            chunk = {key: value[part] for key, value in draws.items()}
-            rendered = self.render(images[part], severity, chunk, normalization=normalization)
-            out[part] = rendered.clamp_(0.0, 1.0)
+            draws = self.sample(seeds[part], severity, images.shape[-1])
+            draws = {key: value.to(images.device) for key, value in draws.items()}
+            rendered = self.render(images[part], severity, draws, normalization=normalization)
+            torch.clamp(rendered, 0.0, 1.0, out=out[part])
         return out
 
     def sample(self, seeds: Sequence[int], severity: int, size: int) -> Draws:
@@ -110,8 +107,7 @@ class Perturbation(ABC):
 def chunk_size(images: torch.Tensor) -> int:
     """Images per `render` call: the whole batch on accelerators; on the CPU, as many as fit the
     cores' caches (about 1 MiB of pixels per thread), where memory-bound steps run several times
-    faster.
-    Results do not depend on it: every step is computed per image or elementwise."""
+    faster. Results do not depend on it: every step is computed per image or elementwise."""
     if images.device.type != "cpu":
         return images.shape[0]
     per_image = images[0].numel() * images.element_size()
@@ -151,16 +147,21 @@ def _check_images(images: torch.Tensor, name: str) -> None:
 
 
 def _check_seeds(seeds: Sequence[int], batch: int, name: str) -> list[int]:
-    seeds = list(seeds)
-    if len(seeds) != batch:
-        raise ValueError(f"{name}: got {len(seeds)} seeds for a batch of {batch} images")
+    checked = []
     for index, seed in enumerate(seeds):
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _MAX_SEED:
+        try:
+            value = operator.index(seed)  # int, or NumPy/torch integer scalars
+        except TypeError:
+            value = -1
+        if isinstance(seed, bool) or not 0 <= value < _MAX_SEED:
             raise ValueError(
                 f"{name}: seeds[{index}] = {seed!r} is not an integer in [0, 2**64) "
                 "(use ubsafe.perturb.perturbation_seed)"
             )
-    return seeds
+        checked.append(value)
+    if len(checked) != batch:
+        raise ValueError(f"{name}: got {len(checked)} seeds for a batch of {batch} images")
+    return checked
 
 
 def _check_normalization(normalization: Normalization | None, name: str) -> Normalization:

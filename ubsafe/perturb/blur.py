@@ -12,12 +12,7 @@ import functools
 import numpy as np
 import torch
 
-from ubsafe.perturb._filters import (
-    fft_filter2d,
-    filter_matrix,
-    gaussian_matrix,
-    separable_filter,
-)
+from ubsafe.perturb._filters import fft_filter2d, filter_matrix, gaussian_filter
 from ubsafe.perturb._motion import motion_blur
 from ubsafe.perturb._resample import resample_transposed, transpose, zoom_taps
 from ubsafe.perturb.base import Draws, Normalization, Perturbation
@@ -50,10 +45,7 @@ class GaussianBlur(Perturbation):
         *,
         normalization: Normalization | None = None,
     ) -> torch.Tensor:
-        sigma = float(GAUSSIAN_SIGMA[severity - 1])
-        return separable_filter(
-            images, gaussian_matrix(sigma, _TRUNCATE, images.shape[-1], "nearest")
-        )
+        return gaussian_filter(images, float(GAUSSIAN_SIGMA[severity - 1]), _TRUNCATE, "nearest")
 
 
 @functools.lru_cache(maxsize=8)
@@ -95,17 +87,20 @@ class GlassBlur(Perturbation):
     ImageNet-C scans rows then columns from the bottom right, and for each pixel (h, w) runs
     `x[h, w], x[h', w'] = x[h', w'], x[h, w]` with (h', w') up to max_delta away. On an RGB array
     both sides are views, so this copies x[h', w'] into x[h, w] and leaves x[h', w'] as it was: a
-    chain of copies, not swaps (the same in `imagecorruptions`' Numba loop). The chain only moves
-    pixels, so it is computed once as an index map: a pixel reads its source's final value when the
-    source was visited earlier in the scan, else the source's value before the scan; the chains are
-    resolved by pointer jumping (log-depth gathers), for the whole batch at once.
+    chain of copies, not swaps (the same in `imagecorruptions`' Numba loop); reproduced here. The
+    chain only moves pixels, so it is computed once on pixel indices: sequential by definition,
+    it runs as a compiled loop per image on the CPU; elsewhere a pixel reads its source's final
+    value when the source was visited earlier in the scan, else its value before the scan, and the
+    chains are resolved for the whole batch by pointer jumping (log-depth gathers).
     """
 
     def draw(self, generator: torch.Generator, severity: int, size: int) -> Draws:
         _, delta, iterations = GLASS[severity - 1]
         steps = (size - 2 * delta) ** 2
         # (dx, dy) per visited pixel, in scan order, as ImageNet-C's randint(-delta, delta, 2).
-        offsets = torch.randint(-delta, delta, (iterations, steps, 2), generator=generator)
+        offsets = torch.randint(
+            -delta, delta, (iterations, steps, 2), generator=generator, dtype=torch.int16
+        )
         return {"offsets": offsets}
 
     def render(
@@ -118,13 +113,13 @@ class GlassBlur(Perturbation):
     ) -> torch.Tensor:
         sigma, delta, _ = GLASS[severity - 1]
         size = images.shape[-1]
-        blur = gaussian_matrix(float(sigma), _TRUNCATE, size, "nearest")
-        quantised = torch.floor(separable_filter(images, blur).clamp(0.0, 1.0) * 255.0) / 255.0
+        blurred = gaussian_filter(images, float(sigma), _TRUNCATE, "nearest")
+        quantised = torch.floor(blurred.clamp(0.0, 1.0) * 255.0) / 255.0
         index = glass_index_map(draws["offsets"], size, delta)
         batch = images.shape[0]
         flat = quantised.reshape(batch, 3, size * size)
         moved = flat.gather(2, index.unsqueeze(1).expand(batch, 3, size * size))
-        return separable_filter(moved.reshape(images.shape), blur)
+        return gaussian_filter(moved.reshape(images.shape), float(sigma), _TRUNCATE, "nearest")
 
 
 @functools.lru_cache(maxsize=32)

@@ -135,17 +135,19 @@ class JpegCompression(Perturbation):
     ) -> torch.Tensor:
         quality = JPEG_QUALITY[severity - 1]
         pixels = (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
-        decoded = [_jpeg_round_trip(image, quality) for image in pixels.permute(0, 2, 3, 1).cpu()]
-        out = torch.from_numpy(np.stack(decoded)).permute(0, 3, 1, 2)
-        return (out.to(torch.float32) / 255.0).to(images.device)
+        channels_last = pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        decoded = np.stack([_jpeg_round_trip(image, quality) for image in channels_last])
+        out = torch.from_numpy(decoded).to(images.device).permute(0, 3, 1, 2)
+        return out.to(torch.float32) / 255.0
 
 
-def _jpeg_round_trip(image: torch.Tensor, quality: int) -> np.ndarray:
+def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
     buffer = io.BytesIO()
-    Image.fromarray(image.numpy()).save(buffer, format="JPEG", quality=quality)
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
     buffer.seek(0)
     with Image.open(buffer) as decoded:
-        return np.asarray(decoded.convert("RGB"))
+        decoded.load()
+        return np.asarray(decoded)  # an RGB JPEG decodes to RGB
 
 
 def elastic_parameters(severity: int, size: int) -> tuple[float, float, float]:

@@ -65,14 +65,12 @@ class ShotNoise(Perturbation):
 
 
 class ImpulseNoise(Perturbation):
-    """scikit-image's salt & pepper: each value flips with probability `amount`, half to 1."""
+    """scikit-image's salt & pepper: each value flips with probability `amount`, half of the
+    flips to 1 (salt), half to 0 (pepper). One uniform per value decides both: u < amount / 2
+    is salt, amount / 2 <= u < amount pepper (the same law as skimage's two draws)."""
 
     def draw(self, generator: torch.Generator, severity: int, size: int) -> Draws:
-        shape = (3, size, size)
-        return {
-            "flip": torch.rand(shape, generator=generator),
-            "salt": torch.rand(shape, generator=generator),
-        }
+        return {"uniform": torch.rand(3, size, size, generator=generator)}
 
     def render(
         self,
@@ -82,10 +80,10 @@ class ImpulseNoise(Perturbation):
         *,
         normalization: Normalization | None = None,
     ) -> torch.Tensor:
-        flipped = draws["flip"] <= IMPULSE_AMOUNT[severity - 1]
-        salted = draws["salt"] <= 0.5
-        out = torch.where(flipped & salted, 1.0, images)
-        return torch.where(flipped & ~salted, 0.0, out)
+        amount = IMPULSE_AMOUNT[severity - 1]
+        uniform = draws["uniform"]
+        out = torch.where(uniform < amount / 2, 1.0, images)
+        return torch.where((uniform >= amount / 2) & (uniform < amount), 0.0, out)
 
 
 class SpeckleNoise(Perturbation):

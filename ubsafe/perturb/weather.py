@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ubsafe.perturb._filters import gaussian_matrix, separable_filter
+from ubsafe.perturb._filters import gaussian_filter
 from ubsafe.perturb._frost import frost_source_id, frost_source_setting, frost_textures
 from ubsafe.perturb._motion import motion_blur
 from ubsafe.perturb._ops import rgb_to_gray
@@ -155,15 +155,14 @@ class Spatter(Perturbation):
         normalization: Normalization | None = None,
     ) -> torch.Tensor:
         loc, scale, sigma, threshold, amount, mud = SPATTER[severity - 1]
-        size = images.shape[-1]
         liquid = loc + draws["normal"] * scale  # float64, as ImageNet-C, before 8-bit rounding
-        liquid = separable_filter(liquid, gaussian_matrix(float(sigma), _TRUNCATE, size, "nearest"))
+        liquid = gaussian_filter(liquid, float(sigma), _TRUNCATE, "nearest")
         liquid = torch.where(liquid < threshold, 0.0, liquid)
         if not mud:
             mask = water_mask(liquid, amount).to(images.dtype)
             return images + mask * _rgb(WATER_RGB, images)
         mask = (liquid > threshold).to(torch.float64)
-        mask = separable_filter(mask, gaussian_matrix(float(amount), _TRUNCATE, size, "nearest"))
+        mask = gaussian_filter(mask, float(amount), _TRUNCATE, "nearest")
         mask = torch.where(mask < 0.8, 0.0, mask).to(images.dtype)
         return images * (1 - mask) + _rgb(MUD_RGB, images) * mask
 
