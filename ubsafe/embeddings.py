@@ -39,7 +39,7 @@ CHUNK_ROWS = 256
 def variant_name(
     perturbation: str | None = None, severity: int = 0, seed: int = 0, fingerprint: str = ""
 ) -> str:
-    """`clean`, or `<perturbation>-<severity>-seed<seed>[-<8 hex of the implementation version>]`."""
+    """`clean`, or `<perturbation>-<severity>-seed<seed>[-<8 hex of the implementation>]`."""
     if perturbation is None:
         return "clean"
     import hashlib
