@@ -1,4 +1,4 @@
-"""Effectiveness end to end on demo data: shard- and thread-invariant, reconciled, refusing partial input."""
+"""Effectiveness end to end on demo data: shard/thread invariant, reconciled, refuses partial input."""
 
 from __future__ import annotations
 
