@@ -1,4 +1,4 @@
-"""The embed stage: HDF5 equals direct encoder calls, shard-size invariance, difficult images, kill -9."""
+"""The embed stage: HDF5 = direct encoder calls, shard-size invariance, difficult images, kill -9."""
 
 from __future__ import annotations
 
