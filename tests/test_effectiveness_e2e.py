@@ -1,4 +1,4 @@
-"""Effectiveness end to end on demo data: shard/thread invariant, reconciled, refuses partial input."""
+"""Effectiveness end to end on demo data: shard and thread invariant, reconciled, never partial."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The embed stage: HDF5 = direct encoder calls, shard-size invariance, difficult images, kill -9."""
+"""The embed stage: HDF5 = direct encoder calls, shard-size invariance, difficult images, kills."""
 
 from __future__ import annotations
 
