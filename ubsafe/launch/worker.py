@@ -43,6 +43,10 @@ class ShardsFailed(RuntimeError):
             f"stage {stage}: {len(failed)} shard(s) failed {failed[:20]}; see {listing}"
         )
 
+    def __reduce__(self) -> tuple[type, tuple[str, list[int], list[Path]]]:
+        # crosses process boundaries intact (the local worker pool, submitit's result files)
+        return (ShardsFailed, (self.stage, self.failed, self.errors))
+
 
 @dataclass
 class TaskResult:
