@@ -82,7 +82,7 @@ class RunConfig(BaseModel):
     attack_mode: Literal["ubsafe", "paper"] = "ubsafe"
     attack_eps: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
     attack_steps: int = Field(default=10, ge=1)
-    attack_max_per_source: int | None = Field(default=None, ge=1)
+    attack_max_per_source: int | None = Field(default=500, ge=1)
     attack_seeds: tuple[int, ...] = (2023,)
     seed: int = 0
     bootstrap: int = Field(default=10_000, ge=100)

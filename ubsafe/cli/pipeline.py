@@ -81,9 +81,10 @@ def run(stage: str, dataset: Path | None, out: Path | None, **kwargs: Any) -> No
     run_pipeline(the_run, stage, workers=config.workers)
     click.echo(f"{stage} done: {the_run.root}")
     if stage != "embed":
-        click.echo(
-            f"results in {the_run.results_dir}; render them with `ubsafe report {the_run.root}`"
-        )
+        from ubsafe.report import render_report
+
+        click.echo(f"results: {the_run.results_dir}")
+        click.echo(f"report:  {render_report([the_run.root])}")
 
 
 @click.command()

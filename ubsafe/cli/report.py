@@ -1,14 +1,36 @@
-"""`ubsafe report`: placeholder until the report renderer lands."""
+"""`ubsafe report RUN [RUN...] [--out DIR]`: render the results of one or more runs."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 
 @click.command()
-@click.argument("runs", nargs=-1)
-def report(runs: tuple[str, ...]) -> None:
-    """Render tables and figures from results/ of one or more runs (not available in this build)."""
-    raise click.ClickException(
-        "`ubsafe report` is not implemented in this build; read RUN/results/*.csv"
-    )
+@click.argument(
+    "runs",
+    metavar="RUN [RUN...]",
+    nargs=-1,
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: the first RUN's report/).",
+)
+def report(runs: tuple[Path, ...], out: Path | None) -> None:
+    """Render tables and figures from RUN/results/ into index.html, report.md and figures/.
+
+    With several runs, each table holds them side by side, one sub-column per run. Prints the
+    path of index.html.
+    """
+    from ubsafe.report import ReportError, render_report
+
+    try:
+        index = render_report(list(runs), out)
+    except ReportError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(str(index))

@@ -46,7 +46,7 @@ def scored_mask(run: Run, rows: pd.DataFrame, name: str) -> np.ndarray:
     """Rows this classifier is judged on: covered categories; fitted classifiers only on test."""
     from ubsafe.classifiers import get_entry
 
-    mask = rows["category"].isin(coverage(run, name)).to_numpy()
+    mask = np.array(rows["category"].isin(coverage(run, name)), dtype=bool)
     if get_entry(name).fitted:
         mask &= (rows["split"] == "test").to_numpy()
     return mask
