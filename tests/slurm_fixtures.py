@@ -148,3 +148,105 @@ def block_output(path: Path) -> None:
 
 def unblock_output(path: Path) -> None:
     shutil.rmtree(path)
+
+
+# --- runs and their outputs ----------------------------------------------------------------------
+
+#: Small tasks on the development cluster (hpc/local.toml), a short time limit.
+SLURM = ("--profile", "local", "--mem", "1", "--time", "20")
+#: The demo run the tests compare: 132 samples in shards of 8, i.e. 17 shards.
+SHARD_SIZE = 8
+N_SHARDS = 17
+
+
+def local_effectiveness(data: Path, out: Path, shard_size: int = SHARD_SIZE) -> Path:
+    """`ubsafe run effectiveness` on this machine: the reference a submitted run must equal."""
+    ubsafe("run", "effectiveness", data, "--out", out, "--shard-size", shard_size)
+    return out
+
+
+def assert_same_results(run_dir: Path, reference: Path) -> None:
+    """results/*.csv and predictions.parquet of both runs are byte-identical."""
+    names = sorted(p.name for p in (reference / "results").glob("*.csv"))
+    assert "effectiveness.csv" in names
+    assert sorted(p.name for p in (run_dir / "results").glob("*.csv")) == names
+    for name in [*names, "predictions.parquet"]:
+        got = (run_dir / "results" / name).read_bytes()
+        assert got == (reference / "results" / name).read_bytes(), name
+
+
+def embedding_path(run_dir: Path, shard: int) -> Path:
+    """Where the embed stage writes a shard of the run's clean embeddings."""
+    from ubsafe.embeddings import shard_file
+    from ubsafe.rundir import Run
+    from ubsafe.stages.embed import cache_key
+
+    run = Run.load(run_dir)
+    return shard_file(run, cache_key(run, run.config.encoder), "clean", shard)
+
+
+def assert_same_embeddings(run_dir: Path, reference: Path) -> None:
+    """Both runs hold the same shard files with identical arrays (sample ids, embeddings, ...)."""
+    want = embedding_files(reference)
+    got = embedding_files(run_dir)
+    assert sorted(got) == sorted(want) and want
+    for name, path in want.items():
+        expected = embedding_arrays(path)
+        actual = embedding_arrays(got[name])
+        assert expected.keys() == actual.keys()
+        for key in expected:
+            assert expected[key].dtype == actual[key].dtype, (name, key)
+            if expected[key].dtype == object:  # strings
+                assert expected[key].tolist() == actual[key].tolist(), (name, key)
+            else:
+                assert expected[key].tobytes() == actual[key].tobytes(), (name, key)
+
+
+def status_document(run_dir: Path, expect: int) -> dict[str, Any]:
+    return dict(json.loads(ubsafe("status", run_dir, "--json", expect=expect).output))
+
+
+def status_counts(run_dir: Path, stage: str, expect: int) -> dict[str, int]:
+    """{state: shards} of one stage in `ubsafe status --json`, zero counts left out."""
+    stages = {s["stage"]: s["counts"] for s in status_document(run_dir, expect)["stages"]}
+    return {k: v for k, v in stages[stage].items() if v}
+
+
+def latest_jobs(run_dir: Path) -> list[dict[str, Any]]:
+    """The job records of the run's most recent submission."""
+    lines = (run_dir / "logs" / "slurm" / "jobs.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    return [r for r in records if r["submission"] == records[-1]["submission"]]
+
+
+def running_shard(run_dir: Path, stage: str, at_least: int) -> tuple[int, dict[str, Any]] | None:
+    """(shard, running marker) of the stage's shard in progress, once it is `at_least` or later."""
+    for path in (run_dir / "logs" / stage).glob("shard-*.running"):
+        shard = int(path.name[6:11])
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if shard >= at_least:
+            return shard, record
+    return None
+
+
+def task_result(run_dir: Path, stage: str, job_id: str) -> dict[str, Any]:
+    """The value a task's last attempt returned, read through submitit."""
+    import submitit
+
+    job = submitit.SlurmJob(folder=run_dir / "logs" / "slurm" / stage, job_id=job_id)
+    result = job.result()
+    assert isinstance(result, dict)
+    return result
+
+
+def shard_log_counts(run_dir: Path, stage: str, n_shards: int) -> tuple[list[int], list[int]]:
+    """Per shard: how many times it started, and how many times it finished."""
+    starts, finishes = [], []
+    for shard in range(n_shards):
+        log = (run_dir / "logs" / stage / f"shard-{shard:05d}.log").read_text()
+        starts.append(log.count(f"shard {shard} starts"))
+        finishes.append(log.count(f"shard {shard} done in"))
+    return starts, finishes

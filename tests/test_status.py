@@ -155,7 +155,8 @@ def test_status_of_a_fresh_plan_lists_every_stage_as_missing(
     if flag == "--json":
         document = json.loads(result.output)
         # `plan` starts an effectiveness run: every stage it needs is listed, nothing done.
-        assert [s["stage"] for s in document["stages"]] == ["embed", "fit", "score", "reduce"]
+        stages = [s["stage"] for s in document["stages"]]
+        assert stages == ["embed", "fit", "score", "reduce", "report"]
         assert counts(document, "embed") == {"missing": 2}
         assert counts(document, "reduce") == {"missing": 1}
     else:

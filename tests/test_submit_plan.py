@@ -196,15 +196,20 @@ def test_dry_run_chains_stages_and_keeps_gpus_off_cpu_stages(
         "--gpus-per-task", 1, "--time", 30, "--mem", 3, "--shard-size", 64, "--dry-run",
     )  # fmt: skip
     headers = re.findall(r"^# --- (\w+): sbatch", result.output, re.MULTILINE)
-    assert headers == ["embed", "fit", "score", "reduce"]
+    assert headers == ["embed", "fit", "score", "reduce", "report"]
     scripts = dict(zip(headers, _scripts(result.output), strict=True))
     assert _directive(scripts["embed"], "dependency") is None
     assert _directive(scripts["fit"], "dependency") == "'afterany:<job ids of embed>'"
     assert _directive(scripts["reduce"], "dependency") == "'afterany:<job ids of score>'"
+    # The report only after a reduce that succeeded, and cancelled when it failed.
+    assert _directive(scripts["report"], "dependency") == "'afterok:<job ids of reduce>'"
+    assert _directive(scripts["report"], "kill-on-invalid-dep") == "yes"
+    assert _directive(scripts["reduce"], "kill-on-invalid-dep") is None
     assert _directive(scripts["embed"], "gpus-per-node") == "1"
     assert _directive(scripts["score"], "gpus-per-node") == "1"
     assert _directive(scripts["fit"], "gpus-per-node") is None
     assert _directive(scripts["reduce"], "gpus-per-node") is None
+    assert _directive(scripts["report"], "gpus-per-node") is None
     for script in scripts.values():
         assert _directive(script, "time") == "30"
         assert _directive(script, "mem") == "3072MB"

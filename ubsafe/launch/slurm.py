@@ -5,7 +5,8 @@
   reaches the cluster's MaxArraySize (read from `scontrol show config`), so a big stage becomes
   several arrays.
 - Each stage waits for the previous one with `afterany`: a failed shard does not hold back the
-  others, and the reduce runs last in any case, naming what is missing.
+  others, and the reduce runs last in any case, naming what is missing. The report, as after
+  `ubsafe run`, follows a reduce that succeeded (`afterok`).
 - A task receives only (run directory, stage, shard indices). It is checkpointable: on preemption
   or at its time limit submitit requeues it, and the requeued task skips shards already on disk.
 - The task's thread counts (`NUMBA_NUM_THREADS`, BLAS) follow its CPUs; the profile's setup lines
@@ -27,8 +28,8 @@ from typing import Any
 from ubsafe.config import ConfigError
 from ubsafe.launch.profiles import Profile, Resources
 from ubsafe.launch.slurm_state import JobRecord, queued, record_jobs, submitted_jobs
+from ubsafe.launch.status import target_stages
 from ubsafe.rundir import Run
-from ubsafe.stages import pipeline
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def plan_submission(
     """
     plans = []
     cluster_limit: int | None = max_array_size
-    for stage in pipeline(target):
+    for stage in target_stages(target):
         if not stage.applies(run):
             continue
         resources = profile.for_stage(stage.name, flags)
@@ -200,6 +201,9 @@ def executor_parameters(
             params[key] = value
     if dependency:
         params["dependency"] = dependency
+        if dependency.startswith("afterok"):
+            # Cancelled, not left pending forever, when what it waits for fails.
+            params["additional_parameters"]["kill-on-invalid-dep"] = "yes"
     return params
 
 
@@ -248,6 +252,12 @@ class Submitted:
     seconds: float = 0.0
 
 
+def dependency_kind(stage: str) -> str:
+    """How a stage waits for the one before: the report only after a reduce that succeeded,
+    every other stage however its predecessor ended (its own check names what is missing)."""
+    return "afterok" if stage == "report" else "afterany"
+
+
 def check_nothing_queued(run: Run) -> None:
     """Refuse to submit while jobs of an earlier submission of this run are still queued."""
     recorded = sorted({j.job_id for j in submitted_jobs(run)})
@@ -289,8 +299,9 @@ def submit(
             log.info("%s: every shard is done", plan.stage)
             continue
         started = time.perf_counter()
+        kind = dependency_kind(plan.stage)
         if dry_run:
-            placeholder = f"afterany:<job ids of {results[-1].stage}>" if results else None
+            placeholder = f"{kind}:<job ids of {results[-1].stage}>" if results else None
             done = Submitted(plan.stage, len(plan.missing), plan.n_tasks)
             for array in plan.arrays:
                 done.scripts.append(
@@ -300,7 +311,7 @@ def submit(
                 )
                 done.sbatch_calls += 1
         else:
-            dependency = f"afterany:{':'.join(previous)}" if previous else None
+            dependency = f"{kind}:{':'.join(previous)}" if previous else None
             done = _submit_stage(run, plan, dependency, submission)
             previous = done.job_ids
         done.seconds = time.perf_counter() - started

@@ -21,7 +21,7 @@ from typing import Any
 
 from ubsafe.launch.worker import running_path
 from ubsafe.rundir import Run
-from ubsafe.stages import PIPELINES, STAGES
+from ubsafe.stages import PIPELINES, STAGES, Stage
 
 STATES = ("done", "running", "failed", "interrupted", "missing")
 
@@ -158,16 +158,28 @@ def shard_state(run: Run, stage: str, shard: int, done: bool) -> ShardState:
     return ShardState(shard, "missing", log=log_or_none)
 
 
+def target_stages(target: str) -> list[Stage]:
+    """The stages `ubsafe run` and `ubsafe submit` complete for a target: its pipeline, then the
+    report when the pipeline ends in a reduce."""
+    if target not in PIPELINES:
+        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(PIPELINES)}")
+    names = list(PIPELINES[target])
+    if "reduce" in names:
+        names.append("report")
+    return [STAGES[name] for name in names]
+
+
 def run_status(run: Run, target: str | None = None) -> list[StageStatus]:
     """Per stage of the run's target that applies, in pipeline order: every shard's state."""
     statuses = []
-    for name in PIPELINES[target or run.config.target]:
-        stage = STAGES[name]
+    for stage in target_stages(target or run.config.target):
         if not stage.applies(run):
             continue
         module = stage.load()
-        shards = [shard_state(run, name, s, module.is_done(run, s)) for s in stage.shards(run)]
-        statuses.append(StageStatus(name, shards))
+        shards = [
+            shard_state(run, stage.name, s, module.is_done(run, s)) for s in stage.shards(run)
+        ]
+        statuses.append(StageStatus(stage.name, shards))
     return statuses
 
 
