@@ -70,4 +70,4 @@ def test_2500_shards_are_split_below_max_array_size_run_and_complete(tmp_path: P
     document = json.loads(ubsafe("status", run_dir, "--json").output)
     assert document["complete"] is True
     counts = {s["stage"]: s["counts"]["done"] for s in document["stages"]}
-    assert counts == {"embed": N_SHARDS, "fit": 1, "score": N_SHARDS, "reduce": 1}
+    assert counts == {"embed": N_SHARDS, "fit": 1, "score": N_SHARDS, "reduce": 1, "report": 1}

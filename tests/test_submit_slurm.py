@@ -10,6 +10,7 @@ a failing shard through the whole effectiveness chain) are in test_resume_slurm.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -149,8 +150,18 @@ def test_a_second_submission_while_jobs_are_queued_is_refused(
         assert f"scancel {job_id}" in refused
         assert recorded_job_ids(run_dir) == [job_id]
         wait_until(lambda: "PENDING 2" in ubsafe("status", run_dir, expect=1).output, 60, "sacct")
+        # A marker left by a worker on another node cannot be checked by pid from here:
+        # Slurm's view of its task decides between running and interrupted.
+        marker = run_dir / "logs" / "embed" / "shard-00001.running"
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(
+            json.dumps({"host": "node-elsewhere", "pid": 1, "job_id": f"{job_id}_1", "started": 0})
+        )
+        assert status_counts(run_dir, "embed", expect=1) == {"running": 1, "missing": 1}
     finally:
         subprocess.run(["scancel", job_id], check=True)
+    wait_until(lambda: not squeue_ids([job_id]), 60, "the cancelled job to leave the queue")
+    assert status_counts(run_dir, "embed", expect=1) == {"interrupted": 1, "missing": 1}
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +225,27 @@ def test_dry_run_scripts_are_accepted_by_sbatch(demo_dir: Path, tmp_path: Path) 
         assert check.returncode == 0, check.stderr
         assert "to start at" in check.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_refused_sbatch_names_the_reason_and_the_jobs_already_submitted(
+    demo_dir: Path, tmp_path: Path
+) -> None:
+    profile = tmp_path / "site.toml"
+    profile.write_text(
+        'partition = "cpu"\nmem_gb = 1\n[additional]\nhold = true\n'
+        '[stage.score]\npartition = "no-such-partition"\n'
+    )
+    run_dir = tmp_path / "run"
+    result = ubsafe(
+        "submit", "effectiveness", demo_dir, "--out", run_dir, "--profile", profile,
+        "--shard-size", 66, expect=1,
+    )  # fmt: skip
+    ids = recorded_job_ids(run_dir)
+    try:
+        assert len(ids) == 2  # embed and fit went in before score was refused
+        assert "sbatch refused the score array of 2 task(s)" in result.output
+        assert "invalid partition" in result.output.lower()
+        assert f"jobs {' '.join(ids)} (embed, fit)" in result.output
+        assert f"scancel {' '.join(ids)}" in result.output
+    finally:
+        subprocess.run(["scancel", *ids], check=False)

@@ -90,8 +90,9 @@ def submit(
 
     Validates and plans here first: nothing is submitted for a bad dataset or missing weights.
     Each stage starts when the previous one has ended (`afterany`), so a failed shard does not
-    stop the others; the reduce comes last and names what is missing. Running the same command
-    again submits only what is not done on disk (`ubsafe status RUN` shows where things stand).
+    stop the others; the reduce comes last and names what is missing, and the report follows a
+    reduce that succeeded. Running the same command again submits only what is not done on disk
+    (`ubsafe status RUN` shows where things stand).
     """
     from ubsafe.config import ConfigError
     from ubsafe.launch.profiles import load_profile

@@ -312,11 +312,26 @@ def submit(
                 done.sbatch_calls += 1
         else:
             dependency = f"{kind}:{':'.join(previous)}" if previous else None
-            done = _submit_stage(run, plan, dependency, submission)
+            try:
+                done = _submit_stage(run, plan, dependency, submission)
+            except SubmitError as exc:
+                raise SubmitError(_with_submitted(str(exc), results)) from None
             previous = done.job_ids
         done.seconds = time.perf_counter() - started
         results.append(done)
     return results
+
+
+def _with_submitted(message: str, results: list[Submitted]) -> str:
+    """An error message that also names the jobs this submission had already sent."""
+    ids = [j for r in results for j in r.job_ids]
+    if not ids:
+        return message
+    return (
+        f"{message}. Submitted before the error (recorded for `ubsafe status`): jobs "
+        f"{' '.join(ids)} ({', '.join(r.stage for r in results)}); cancel them with "
+        f"`scancel {' '.join(ids)}` before submitting again, or let them run"
+    )
 
 
 def _submit_stage(run: Run, plan: StagePlan, dependency: str | None, submission: str) -> Submitted:
@@ -330,11 +345,12 @@ def _submit_stage(run: Run, plan: StagePlan, dependency: str | None, submission:
         try:
             jobs = executor.map_array(task, [str(run.root.resolve())] * n, [plan.stage] * n, array)
         except FailedJobError as exc:
-            already = " ".join(done.job_ids)
             raise SubmitError(
-                f"sbatch refused the {plan.stage} array of {n} task(s): {exc}"
-                + (f"; already submitted for this stage: {already}" if already else "")
-                + f"; sbatch scripts under {stage_folder(run, plan.stage)}"
+                _with_submitted(
+                    f"sbatch refused the {plan.stage} array of {n} task(s): {str(exc).strip()} "
+                    f"(scripts under {stage_folder(run, plan.stage)})",
+                    [done] if done.job_ids else [],
+                )
             ) from None
         job_id = str(jobs[0].job_id).split("_")[0]
         done.job_ids.append(job_id)

@@ -164,14 +164,21 @@ def task_states(job_ids: Sequence[str]) -> dict[str, Counter[str]] | None:
     return states
 
 
-def job_is_active(job_id: str) -> bool | None:
-    """Whether Slurm still runs (or has queued) this job or array task; None if it cannot tell."""
-    result = _slurm(["squeue", "-h", "-o", "%T", "-j", job_id])
+def active_tasks(task_ids: Sequence[str]) -> set[str] | None:
+    """Which of these tasks (`A_a` array tasks or `J` jobs) Slurm still has queued or running.
+
+    One `squeue` call for all of them; None when it does not answer.
+    """
+    if not task_ids:
+        return set()
+    jobs = sorted({t.split("_")[0] for t in task_ids})
+    result = _slurm(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(jobs)])
     if result is None:
         return None
     if result.returncode != 0:
-        return False if "Invalid job id" in result.stderr else None
-    return bool(result.stdout.strip())
+        return set() if "Invalid job id" in result.stderr else None
+    listed = {line.strip() for line in result.stdout.splitlines()}
+    return {t for t in task_ids if t in listed}
 
 
 def describe_jobs(run: Run) -> list[str]:

@@ -115,19 +115,30 @@ def process_alive(record: dict[str, Any]) -> bool | None:
     return True
 
 
-def marker_alive(record: dict[str, Any]) -> bool:
-    """Whether a running marker belongs to live work: its process, else its Slurm job."""
-    alive = process_alive(record)
-    if alive is not None:
-        return alive
-    job = record.get("job_id")
-    if job:
-        from ubsafe.launch.slurm_state import job_is_active
+def settle_remote_markers(statuses: list[StageStatus]) -> None:
+    """Decide running vs interrupted for markers from other hosts, with one `squeue` call.
 
-        active = job_is_active(str(job))
-        if active is not None:
-            return active
-    return True  # another host and no scheduler answer: trust the marker
+    The marker's process cannot be checked from here; its Slurm task can. Without an answer
+    from the scheduler the marker is trusted (running).
+    """
+    remote = [
+        shard
+        for stage in statuses
+        for shard in stage.shards
+        if shard.state == "running" and process_alive(shard.record or {}) is None
+    ]
+    tasks = [str((s.record or {}).get("job_id")) for s in remote if (s.record or {}).get("job_id")]
+    if not tasks:
+        return
+    from ubsafe.launch.slurm_state import active_tasks
+
+    active = active_tasks(tasks)
+    if active is None:
+        return
+    for shard in remote:
+        job = (shard.record or {}).get("job_id")
+        if job and str(job) not in active:
+            shard.state = "interrupted"
 
 
 def slurm_log(run: Run, stage: str, job_id: Any) -> Path | None:
@@ -146,7 +157,8 @@ def shard_state(run: Run, stage: str, shard: int, done: bool) -> ShardState:
         return ShardState(shard, "done", log=log_or_none)
     marker = _read_json(running_path(run, stage, shard))
     if marker is not None:
-        state = "running" if marker_alive(marker) else "interrupted"
+        # A marker from another host stays "running" here; `settle_remote_markers` decides.
+        state = "interrupted" if process_alive(marker) is False else "running"
         return ShardState(
             shard, state, marker, log_or_none, slurm_log(run, stage, marker.get("job_id"))
         )
@@ -180,6 +192,7 @@ def run_status(run: Run, target: str | None = None) -> list[StageStatus]:
             shard_state(run, stage.name, s, module.is_done(run, s)) for s in stage.shards(run)
         ]
         statuses.append(StageStatus(stage.name, shards))
+    settle_remote_markers(statuses)
     return statuses
 
 
