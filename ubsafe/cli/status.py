@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ubsafe.launch.status import ShardState, StageStatus
+    from ubsafe.rundir import Run
 
 #: Shards listed per stage and state unless --all.
 LISTED = 10
@@ -60,7 +64,7 @@ def status(run_dir: Path, scheduler: bool, tracebacks: bool, show_all: bool, as_
 
 
 def _print(
-    run: Any, stages: list[Any], jobs: list[str], *, tracebacks: bool, limit: int | None
+    run: Run, stages: list[StageStatus], jobs: list[str], *, tracebacks: bool, limit: int | None
 ) -> None:
     from ubsafe.launch.status import STATES, age, last_frame
 
@@ -101,7 +105,9 @@ def _print(
         click.echo(line)
 
 
-def _limited(items: list[Any], limit: int | None, stage: str, state: str) -> list[Any]:
+def _limited(
+    items: list[ShardState], limit: int | None, stage: str, state: str
+) -> list[ShardState]:
     if limit is None or len(items) <= limit:
         return items
     click.echo(

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ubsafe.cli.common import config_options
 from ubsafe.cli.pipeline import TARGET, prepare, resolve_config
+
+if TYPE_CHECKING:
+    from ubsafe.config import RunConfig
+    from ubsafe.launch.profiles import Profile
 
 #: Flags that set what each array task asks Slurm for (they override the profile).
 RESOURCE_FLAGS = (
@@ -111,7 +115,7 @@ def submit(
         _submit(config, stage, chosen, flags)
 
 
-def _submit(config: Any, stage: str, profile: Any, flags: dict[str, Any]) -> None:
+def _submit(config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any]) -> None:
     from ubsafe.launch.slurm import submit as submit_jobs
 
     run = prepare(config)
@@ -127,7 +131,7 @@ def _submit(config: Any, stage: str, profile: Any, flags: dict[str, Any]) -> Non
         click.echo(f"follow with `ubsafe status {run.root}`")
 
 
-def _dry_run(config: Any, stage: str, profile: Any, flags: dict[str, Any]) -> None:
+def _dry_run(config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any]) -> None:
     from ubsafe.launch.slurm import submit as submit_jobs
     from ubsafe.rundir import RUN_TOML, Run
 
