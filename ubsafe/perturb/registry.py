@@ -73,7 +73,10 @@ _REGISTRY: tuple[PerturbationInfo, ...] = (
         "noise",
         "Poisson photon noise, Poisson(x*lam)/lam with lam 60-3",
         "noise:ShotNoise",
-        notes="exact Poisson draws by table inversion from per-sample uniforms",
+        notes=(
+            "Poisson draws by table inversion from per-sample uniforms; values within 1e-4/255 "
+            "of an 8-bit level count as the level"
+        ),
     ),
     _entry(
         "impulse_noise",
