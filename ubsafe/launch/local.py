@@ -1,8 +1,8 @@
 """`ubsafe run`: the pipeline on this machine, stage by stage, missing shards only.
 
-Shards run through the same `run_task` a Slurm array task uses. With `workers > 1` they run in a pool
-of spawned worker processes (no CUDA or thread state inherited) that lives for the whole pipeline, so
-each worker imports the libraries and loads a model once, then keeps it for later shards and stages.
+Shards run through the same `run_task` a Slurm array task uses. With `workers > 1` they run in a
+pool of spawned worker processes (no CUDA or thread state inherited) that lives for the whole
+pipeline, so each worker imports the libraries and loads a model once, then keeps it.
 Each worker gets an equal share of the CPUs for its BLAS and Numba threads. A failed shard stops the
 pipeline after its stage, once every other shard of that stage has run.
 """

@@ -19,6 +19,7 @@ command-line flags override both. Profiles are found as a path, or by name in `$
 from __future__ import annotations
 
 import os
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -179,7 +180,8 @@ def search_path() -> list[Path]:
     paths += [
         Path.home() / ".config" / "ubsafe" / "hpc",
         Path.cwd() / "hpc",
-        Path(__file__).resolve().parents[2] / "hpc",
+        Path(__file__).resolve().parents[2] / "hpc",  # a source checkout
+        Path(sys.prefix) / "share" / "ubsafe" / "hpc",  # an installed wheel (setup.cfg data_files)
     ]
     return paths
 
