@@ -264,7 +264,7 @@ def _ai_background(h: int, w: int, rng: np.random.Generator) -> Canvas:
 def _ai_finish(canvas: Canvas, rng: np.random.Generator) -> Canvas:
     h, w = canvas.shape[:2]
     # hue rotation and saturation boost: the same motif looks different in this style
-    canvas = canvas[..., [1, 2, 0]] * 0.35 + canvas * 0.65
+    canvas = canvas[..., [1, 2, 0]] * 0.8 + canvas * 0.2
     gray = canvas.mean(axis=2, keepdims=True)
     canvas = gray + 1.6 * (canvas - gray)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
