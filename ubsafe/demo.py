@@ -1,7 +1,8 @@
 """`ubsafe demo`: the main job end to end on the embedded default, offline, in a few minutes.
 
 Makes the procedural demo dataset if absent, then runs the pipeline with the dataset's own
-`ubsafe.toml` (tiny encoder, probes fitted on the train split — real-only and real + AI — and NudeNet),
+`ubsafe.toml` (tiny encoder, probes fitted on the train split — real-only and real + AI — and
+NudeNet),
 reduces with confidence intervals, renders the report and returns a text summary.
 """
 

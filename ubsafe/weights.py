@@ -111,4 +111,4 @@ def offline_hub() -> None:
 
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:
-        constants.HF_HUB_OFFLINE = True
+        constants.HF_HUB_OFFLINE = True  # type: ignore[attr-defined]

@@ -16,10 +16,20 @@ def expected_errors() -> tuple[type[BaseException], ...]:
     from ubsafe.config import ConfigError
     from ubsafe.data.hub import FetchError
     from ubsafe.data.issues import DatasetError
+    from ubsafe.embeddings import IncompleteEmbeddings
     from ubsafe.launch.worker import ShardsFailed
+    from ubsafe.stages.reduce import MissingShards
     from ubsafe.weights import MissingWeightsError
 
-    return (ConfigError, DatasetError, FetchError, MissingWeightsError, ShardsFailed)
+    return (
+        ConfigError,
+        DatasetError,
+        FetchError,
+        IncompleteEmbeddings,
+        MissingShards,
+        MissingWeightsError,
+        ShardsFailed,
+    )
 
 
 def config_options(func: F) -> F:

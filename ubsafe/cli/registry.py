@@ -63,9 +63,7 @@ def classifiers(weights_dir: Path | None) -> None:
 @weights_dir_option
 def encoders(weights_dir: Path | None) -> None:
     """Key, model, input size, embedding size and weights of every encoder."""
-    from ubsafe.encoders import list_encoders, weight_files
-
-    from ubsafe.encoders import get_entry
+    from ubsafe.encoders import get_entry, list_encoders, weight_files
 
     weights_dir = weights_dir or Path(default_weights_dir())
     rows = []

@@ -70,7 +70,8 @@ def submit(
     dry_run: bool,
     **kwargs: Any,
 ) -> None:
-    """Submit STAGE's missing shards of DATASET to Slurm (one array per stage, afterany dependencies).
+    """Submit STAGE's missing shards of DATASET to Slurm (one array per stage, afterany
+    dependencies).
 
     Plans and validates here first (nothing is submitted for a bad dataset or missing weights).
     Rerunning the same command submits only what is not done on disk.
@@ -112,7 +113,8 @@ def submit(
                 click.echo(script)
         else:
             click.echo(
-                f"{sub.stage:<8} {sub.shards} shard(s) in {sub.tasks} task(s), jobs {', '.join(sub.job_ids)}"
+                f"{sub.stage:<8} {sub.shards} shard(s) in {sub.tasks} task(s), "
+                f"jobs {', '.join(sub.job_ids)}"
             )
     if not submissions:
         click.echo("nothing to submit: every shard is done on disk")

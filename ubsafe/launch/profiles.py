@@ -62,7 +62,7 @@ class Profile:
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def for_stage(self, stage: str, flags: dict[str, Any]) -> Resources:
-        """The stage's resources: profile defaults < built-in CPU-only stages < [stage.X] < flags."""
+        """The stage's resources: profile defaults < CPU-only stages < [stage.X] < flags."""
         resources = self.defaults
         if stage in CPU_STAGES:
             resources = resources.updated({"gpus_per_task": 0})

@@ -6,7 +6,8 @@
   others; the reduce runs last in any case and names what is missing.
 - A task receives only (run directory, stage, shard indices). It is checkpointable: on preemption or
   time limit submitit requeues it, and the requeued task skips the shards already on disk.
-- `NUMBA_NUM_THREADS` and the BLAS thread counts follow the task's CPUs; the profile's setup lines and
+- `NUMBA_NUM_THREADS` and the BLAS thread counts follow the task's CPUs; the profile's setup lines
+and
   environment (e.g. `module load`, `HDF5_USE_FILE_LOCKING=FALSE`) run before the task.
 """
 
@@ -21,7 +22,6 @@ import subprocess
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ubsafe import atomic

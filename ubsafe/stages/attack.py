@@ -1,9 +1,12 @@
 """Stage `attack`: FGSM, PGD and DeepFool against every attackable classifier, end to end.
 
 For each attackable classifier the images it judged correctly on clean inputs (from the score stage,
-all shards) are the candidates; per source (real, AI) up to `attack_max_per_source` of them are drawn
-as UnsafeBench draws (`random.sample` seeded by the attack seed, over candidates sorted by sample id).
-The draw is computed once and saved (`shards/attack/selection.parquet`): every task computes the same
+all shards) are the candidates; per source (real, AI) up to `attack_max_per_source` of them are
+drawn
+as UnsafeBench draws (`random.sample` seeded by the attack seed, over candidates sorted by sample
+id).
+The draw is computed once and saved (`shards/attack/selection.parquet`): every task computes the
+same
 table, so whichever writes it first wins and the rest read it.
 
 Each selected image goes decode → the encoder's resize/crop → [0, 1] pixels → attack through
@@ -120,7 +123,11 @@ def clean_predictions(run: Run) -> pd.DataFrame:
     problems = [
         (s, why)
         for s in range(run.n_shards)
-        if (why := shardfile.problem(run.shard_path("score", s, "parquet"), shardfile.stage_meta(run, "score", s)))
+        if (
+            why := shardfile.problem(
+                run.shard_path("score", s, "parquet"), shardfile.stage_meta(run, "score", s)
+            )
+        )
     ]
     if problems:
         raise MissingShards(run, {"score": problems})
@@ -129,7 +136,7 @@ def clean_predictions(run: Run) -> pd.DataFrame:
 
 
 def compute_selection(run: Run) -> pd.DataFrame:
-    """(classifier, seed, sample_id) for every image to attack, drawn per source as the paper does."""
+    """(classifier, seed, sample_id) of every image to attack, drawn per source as in the paper."""
     from ubsafe.attacks import paper_draw
 
     scores = clean_predictions(run)
@@ -147,7 +154,9 @@ def compute_selection(run: Run) -> pd.DataFrame:
         for source, group in mine.groupby("source", sort=True):
             candidates = sorted(group["sample_id"])
             for seed in run.config.attack_seeds:
-                chosen = paper_draw(len(candidates), seed=seed, k=k) if k else range(len(candidates))
+                chosen = (
+                    paper_draw(len(candidates), seed=seed, k=k) if k else range(len(candidates))
+                )
                 rows += [(name, seed, candidates[i], source) for i in chosen]
     return pd.DataFrame(rows, columns=["classifier", "seed", "sample_id", "source"])
 
@@ -233,7 +242,6 @@ def attack_variant(
 
 
 def run_shard(run: Run, shard: int) -> None:
-    import h5py
     import torch
 
     from ubsafe.stages.score import encoder_for
@@ -244,7 +252,12 @@ def run_shard(run: Run, shard: int) -> None:
     results: dict[str, dict[str, np.ndarray]] = {}
     decoded: dict[str, tuple[list[str], Any]] = {}
     for variant in variants(run):
-        ids = sorted(chosen.loc[(chosen["classifier"] == variant.classifier) & (chosen["seed"] == variant.seed), "sample_id"])
+        ids = sorted(
+            chosen.loc[
+                (chosen["classifier"] == variant.classifier) & (chosen["seed"] == variant.seed),
+                "sample_id",
+            ]
+        )
         key = encoder_for(run, variant.classifier)
         if key not in decoded:
             encoder = common.run_encoder(run, key)
@@ -262,8 +275,14 @@ def run_shard(run: Run, shard: int) -> None:
         labels = rows.loc[ids, "label"].to_numpy(np.int64)
         results[variant.group] = attack_variant(run, variant, ids, pixels, labels)
         success = results[variant.group]["success"]
-        log.info("shard %d %s: %d images, %d flipped, %.1f s", shard, variant.group, len(ids),
-                 int(success.sum()), time.perf_counter() - start)
+        log.info(
+            "shard %d %s: %d images, %d flipped, %.1f s",
+            shard,
+            variant.group,
+            len(ids),
+            int(success.sum()),
+            time.perf_counter() - start,
+        )
     write(run, shard, results)
 
 
@@ -291,12 +310,15 @@ def read(run: Run, shard: int) -> dict[str, dict[str, np.ndarray]]:
     import h5py
 
     if not is_done(run, shard):
-        raise FileNotFoundError(f"{output(run, shard)}: attack output missing or from another config")
+        raise FileNotFoundError(
+            f"{output(run, shard)}: attack output missing or from another config"
+        )
     out: dict[str, dict[str, np.ndarray]] = {}
     with h5py.File(output(run, shard), "r", locking=False) as h5:
         for group_name in json.loads(h5.attrs["variants"]):
             group = h5[group_name]
             out[group_name] = {
-                name: (group[name].asstr()[...] if name == "sample_id" else group[name][...]) for name in group
+                name: (group[name].asstr()[...] if name == "sample_id" else group[name][...])
+                for name in group
             }
     return out

@@ -27,7 +27,12 @@ T = TypeVar("T")
 
 @functools.lru_cache(maxsize=4)
 def encoder(
-    key: str, weights_dir: str, device: str, batch_size: int, precision: str, micro_batch: int | None
+    key: str,
+    weights_dir: str,
+    device: str,
+    batch_size: int,
+    precision: str,
+    micro_batch: int | None,
 ) -> Any:
     """The encoder, loaded once per process (a task that runs many shards reuses it)."""
     from ubsafe.encoders import load_encoder

@@ -31,13 +31,25 @@ if TYPE_CHECKING:
 NAME = "compare"
 SHARDED = True
 log = logging.getLogger(__name__)
-COLUMNS = ("sample_id", "classifier", "perturbation", "family", "severity", "seed", "pred_clean", "pred", "cosine")
+COLUMNS = (
+    "sample_id",
+    "classifier",
+    "perturbation",
+    "family",
+    "severity",
+    "seed",
+    "pred_clean",
+    "pred",
+    "cosine",
+)
 
 
 def applies(run: Run) -> bool:
     from ubsafe.stages import attack, perturb
 
-    return run.config.target in ("robustness", "all") and (perturb.applies(run) or attack.applies(run))
+    return run.config.target in ("robustness", "all") and (
+        perturb.applies(run) or attack.applies(run)
+    )
 
 
 def is_done(run: Run, shard: int) -> bool:
@@ -51,8 +63,15 @@ def frame(**columns: Any) -> pd.DataFrame:
         value = columns[name]
         data[name] = value if isinstance(value, np.ndarray | list) else [value] * n
     out = pd.DataFrame(data)
-    return out.astype({"pred_clean": np.int8, "pred": np.int8, "cosine": np.float32, "severity": np.float32,
-                       "seed": np.int64})
+    return out.astype(
+        {
+            "pred_clean": np.int8,
+            "pred": np.int8,
+            "cosine": np.float32,
+            "severity": np.float32,
+            "seed": np.int64,
+        }
+    )
 
 
 def perturbation_family(name: str) -> str:
@@ -61,7 +80,9 @@ def perturbation_family(name: str) -> str:
     return str(get_perturbation(name).info.family)
 
 
-def compare_embeddings(run: Run, name: str, chosen: pd.DataFrame, shard: int, clean_pred: dict[str, int]) -> list[pd.DataFrame]:
+def compare_embeddings(
+    run: Run, name: str, chosen: pd.DataFrame, shard: int, clean_pred: dict[str, int]
+) -> list[pd.DataFrame]:
     from ubsafe.kernels import row_cosine
     from ubsafe.stages.embed import cache_key
     from ubsafe.stages.perturb import variants
@@ -101,14 +122,16 @@ def compare_embeddings(run: Run, name: str, chosen: pd.DataFrame, shard: int, cl
 
 
 def letterbox(size: int) -> Any:
-    """Resize the longer side to `size` (keeping aspect) and pad to a black square: [0, 1] tensor."""
+    """Resize the longer side to `size` (keep aspect), pad to a black square: a [0, 1] tensor."""
     import torch
     from PIL import Image
 
     def convert(image: Image.Image) -> torch.Tensor:
         scale = size / max(image.size)
-        resized = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                               Image.Resampling.BILINEAR)
+        resized = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BILINEAR,
+        )
         canvas = Image.new("RGB", (size, size))
         canvas.paste(resized, (0, 0))
         array = np.asarray(canvas, dtype=np.float32) / 255.0
@@ -175,7 +198,9 @@ def compare_attacks(run: Run, shard: int) -> list[pd.DataFrame]:
         arrays = groups.get(variant.group) or {}
         if not arrays or not len(arrays.get("sample_id", [])):
             continue
-        clean = store.read_shard(run, cache_key(run, encoder_for(run, variant.classifier)), "clean", shard)
+        clean = store.read_shard(
+            run, cache_key(run, encoder_for(run, variant.classifier)), "clean", shard
+        )
         clean_at = {sid: i for i, sid in enumerate(clean.sample_ids)}
         ids = list(arrays["sample_id"])
         labels = run.plan.set_index("sample_id").loc[ids, "label"].to_numpy(np.int8)
@@ -215,5 +240,7 @@ def run_shard(run: Run, shard: int) -> None:
             frames += compare_images(run, name, chosen)
     frames += compare_attacks(run, shard)
     result = pd.concat(frames, ignore_index=True) if frames else frame(**{c: [] for c in COLUMNS})
-    shardfile.write(run.shard_path(NAME, shard, "parquet"), result, shardfile.stage_meta(run, NAME, shard))
+    shardfile.write(
+        run.shard_path(NAME, shard, "parquet"), result, shardfile.stage_meta(run, NAME, shard)
+    )
     log.info("shard %d: %d comparison rows", shard, len(result))

@@ -1,7 +1,8 @@
 """Stage `reduce`: merge shard outputs into `results/`, with confidence intervals.
 
 Reads only the disk: every expected shard file is checked first, and missing or foreign ones are
-named — the reduce refuses partial results unless `allow_missing`, and then lists the rows it lost in
+named — the reduce refuses partial results unless `allow_missing`, and then lists the rows it lost
+in
 skipped.csv. Shards stream through one at a time (memory grows with rows, not with shards).
 
 Writes `predictions.parquet`, `effectiveness.csv`, `gaps.csv`, `pairs.csv`, `skipped.csv`,
@@ -47,7 +48,8 @@ class MissingShards(RuntimeError):
                 lines.append(f"    shard {shard}: {why}")
         lines.append(
             "fix: run the same `ubsafe run` / `ubsafe submit` command again (it runs only what is "
-            "missing; `ubsafe status` shows errors), or `ubsafe reduce --allow-missing` for partial results"
+            "missing; `ubsafe status` shows errors), or `ubsafe reduce --allow-missing` for "
+            "partial results"
         )
         super().__init__("\n".join(lines))
 
