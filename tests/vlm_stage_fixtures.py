@@ -1,4 +1,4 @@
-"""Helpers for the VLM stage tests: small UnsafeBench datasets, runs on tiny judges, stage driving."""
+"""Helpers for the VLM stage tests: small UnsafeBench datasets, runs on tiny judges, stages."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from PIL import Image
 
 from ubsafe.taxonomy import CATEGORIES
 
-#: Square images at the tiny judges' input size: no padding or resizing on any path.
-SIDE = 28
+#: Square images at the tiny judges' input size (and the perturbations' minimum side): the same
+#: pixels reach a judge on every path.
+SIDE = 32
 NOT_AN_IMAGE = b"this is not an image"
 
 
@@ -46,7 +47,9 @@ def dataset_rows(n: int, seed: int, *, corrupt: Sequence[int] = ()) -> list[dict
     ]
 
 
-def write_dataset(root: Path, n_train: int, n_test: int, *, corrupt_test: Sequence[int] = ()) -> Path:
+def write_dataset(
+    root: Path, n_train: int, n_test: int, *, corrupt_test: Sequence[int] = ()
+) -> Path:
     return write_unsafebench(
         root,
         {"train": dataset_rows(n_train, 1), "test": dataset_rows(n_test, 2, corrupt=corrupt_test)},

@@ -231,14 +231,7 @@ def adapter_dir(config: RunConfig, run_root: Path | None) -> Path:
     from ubsafe.classifiers.probe import FittedWeightsMissingError
 
     if config.perspective_adapter:
-        folder = Path(config.perspective_adapter)
-        if not (folder / "adapter_config.json").is_file():
-            raise FittedWeightsMissingError(
-                f"perspective_adapter = {str(folder)!r} holds no adapter_config.json. fix: point "
-                "it to another run's fitted/perspective-llava, or to an adapter converted with "
-                "ubsafe.vlm.perspective.lora.convert_llava_adapter"
-            )
-        return folder
+        return _checked_adapter(Path(config.perspective_adapter))
     if run_root is None:
         raise FittedWeightsMissingError(
             "perspective-llava is fine-tuned within a run: load it from a run directory, or set "
@@ -330,3 +323,34 @@ def load(
 def as_vlm(classifier: object) -> VLMClassifier | None:
     """`classifier` when it is a VLM judge (the score stage keeps its answers), else None."""
     return classifier if isinstance(classifier, VLMClassifier) else None
+
+
+def check_config(config: RunConfig) -> None:
+    """Stop before any job when a judge's inputs other than weights are missing: GPT-4V's published
+    answers for a replay, an adapter named by `perspective_adapter`. (Weight files are the
+    registry entries' and checked with them.)"""
+    from ubsafe.vlm.replay import PUBLISHED_MODELS
+
+    if "gpt4v" in config.classifiers and config.gpt4v_mode == "replay":
+        folder = responses_root(config) / PUBLISHED_MODELS["gpt4v"]
+        if not any(folder.glob("prompt_*/*.json")):
+            raise FileNotFoundError(
+                f"gpt4v replays the published answers, but {folder} holds none. fix: "
+                "`ubsafe weights fetch --to DIR --classifiers gpt4v` (they land in "
+                "DIR/hf/yiting/unsafebench_vlm_responses), or `ubsafe data fetch vlm-responses "
+                "--to DIR` and vlm_responses_dir = DIR"
+            )
+    if PERSPECTIVE in config.classifiers and config.perspective_adapter:
+        _checked_adapter(Path(config.perspective_adapter))
+
+
+def _checked_adapter(folder: Path) -> Path:
+    from ubsafe.classifiers.probe import FittedWeightsMissingError
+
+    if not (folder / "adapter_config.json").is_file():
+        raise FittedWeightsMissingError(
+            f"perspective_adapter = {str(folder)!r} holds no adapter_config.json. fix: point it "
+            "to another run's fitted/perspective-llava, or to an adapter converted with "
+            "ubsafe.vlm.perspective.lora.convert_llava_adapter"
+        )
+    return folder

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 OVERALL = "overall"
-COLUMNS = ("classifier", "dataset", "n", "n_unsafe", "tp", "fp", "fn", "tn")
+COLUMNS: tuple[str, ...] = ("classifier", "dataset", "n", "n_unsafe", "tp", "fp", "fn", "tn")
 COLUMNS += ("precision", "recall", "f1")
 
 
