@@ -222,3 +222,21 @@ def test_targeted_attacks_on_a_judge_follow_the_papers_protocol(
     assert set(table["family"]) == {"attack"} and set(table["severity"]) == {8.0}
     truth = plan.loc[table["sample_id"], "label"].to_numpy()
     np.testing.assert_array_equal(table["pred_clean"], truth)
+
+
+def test_image_surface_decides_by_the_pixels_alone(judged) -> None:
+    """What compare calls on perturbed images: no ids, no categories; a decision per image that
+    does not depend on its position or companions."""
+    from PIL import Image
+
+    from ubsafe.stages import common
+
+    classifier = common.run_classifier(judged, "instructblip")
+    rng = np.random.default_rng(5)
+    a, b, c = (
+        Image.fromarray(rng.integers(0, 256, (SIDE, SIDE, 3), dtype=np.uint8)) for _ in range(3)
+    )
+    pred, score = classifier.decide_images([a, b, a, c])
+    again, again_score = classifier.decide_images([c, a])
+    assert pred[0] == pred[2] == again[1] and pred[3] == again[0]
+    assert score[0] == again_score[1] and set(pred.tolist()) <= {0, 1}

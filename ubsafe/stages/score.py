@@ -27,6 +27,8 @@ from ubsafe.stages import common
 
 if TYPE_CHECKING:
     from ubsafe.rundir import Run
+    from ubsafe.vlm.classifier import VLMClassifier
+    from ubsafe.vlm.decision import VLMDecision
 
 NAME = "score"
 SHARDED = True
@@ -129,8 +131,11 @@ def score_images(run: Run, name: str, rows: pd.DataFrame) -> pd.DataFrame:
     return frame(rows["sample_id"].tolist(), name, pred, score, reason, "score")
 
 
-def score_judge(run: Run, name: str, judge: Any, rows: pd.DataFrame) -> tuple[pd.DataFrame, Any]:
-    """A VLM judge on `rows`: the score rows, and its full decision (answers, per-prompt labels)."""
+def score_judge(
+    run: Run, name: str, judge: VLMClassifier, rows: pd.DataFrame
+) -> tuple[pd.DataFrame, VLMDecision | None]:
+    """A VLM judge on `rows`: the score rows, and its full decision (answers, per-prompt labels);
+    None when no row's image decodes."""
     wanted = rows["sample_id"].tolist()
     skipped: dict[str, str] = {}
     if judge.reads_images:

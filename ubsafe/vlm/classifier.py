@@ -96,15 +96,14 @@ class JudgeClassifier(VLMClassifier):
         categories: Sequence[str] | None = None,
         sample_ids: Sequence[str] | None = None,
     ) -> Decision:
-        """Without categories: the general prompt only, and the tie-break seeded by the pixels.
-
-        Identical images get one decision (they share a seed), whatever their positions.
+        """With categories, the paper's prompts; without, the general prompt only. Tie-breaks are
+        seeded by `sample_ids`, else by the pixels; identical images then get one decision,
+        whatever their positions.
         """
+        ids = list(sample_ids) if sample_ids is not None else _pixel_ids(images)
         if categories is not None:
-            ids = list(sample_ids) if sample_ids is not None else _pixel_ids(images)
             found = self.judge.decide_images(images, list(categories), ids)
             return decision(found.pred, found.score)
-        ids = list(sample_ids) if sample_ids is not None else _pixel_ids(images)
         first = {sid: i for i, sid in reversed(list(enumerate(ids)))}
         unique = sorted(first, key=first.__getitem__)
         found = self.judge.decide_general([images[first[s]] for s in unique], unique)
