@@ -1,4 +1,4 @@
-"""Effectiveness end to end on demo data: shard- and thread-invariant, reconciled, refusing partial input."""
+"""Effectiveness end to end on demo data: shard and thread invariant, reconciled, never partial."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def runs(data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path
     for shards, size in ((1, 176), (3, 59), (16, 11)):
         run = root / f"s{shards}"
         result = CliRunner().invoke(
-            main, ["run", "effectiveness", str(data), "--out", str(run), "--shard-size", str(size)],
+            main,
+            ["run", "effectiveness", str(data), "--out", str(run), "--shard-size", str(size)],
             catch_exceptions=False,
         )
         assert result.exit_code == 0, result.output
@@ -49,7 +50,9 @@ def test_results_identical_for_any_shard_count(runs: dict[int, Path]) -> None:
         reference = (runs[1] / "results" / name).read_bytes()
         for shards in (3, 16):
             assert (runs[shards] / "results" / name).read_bytes() == reference, (name, shards)
-    tables = [pq.read_table(runs[s] / "results" / "predictions.parquet").to_pandas() for s in (1, 3, 16)]
+    tables = [
+        pq.read_table(runs[s] / "results" / "predictions.parquet").to_pandas() for s in (1, 3, 16)
+    ]
     for table in tables[1:]:
         pd.testing.assert_frame_equal(
             table.sort_values(["sample_id", "classifier"]).reset_index(drop=True),
@@ -64,11 +67,18 @@ def test_results_identical_for_numba_threads_1_and_2(runs: dict[int, Path], tmp_
         shutil.copytree(runs[3], copy)
         shutil.rmtree(copy / "results")
         env = {**os.environ, "NUMBA_NUM_THREADS": threads}
-        subprocess.run([sys.executable, "-m", "ubsafe", "reduce", str(copy)], check=True, env=env,
-                       capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ubsafe", "reduce", str(copy)],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
         outputs[threads] = {name: (copy / "results" / name).read_bytes() for name in RESULT_FILES}
     assert outputs["1"] == outputs["2"]
-    assert outputs["1"]["effectiveness.csv"] == (runs[1] / "results" / "effectiveness.csv").read_bytes()
+    assert (
+        outputs["1"]["effectiveness.csv"]
+        == (runs[1] / "results" / "effectiveness.csv").read_bytes()
+    )
 
 
 def test_every_row_is_predicted_or_skipped(runs: dict[int, Path]) -> None:
@@ -86,7 +96,9 @@ def test_effectiveness_table_matches_sklearn(runs: dict[int, Path]) -> None:
 
     pred = pd.read_parquet(runs[1] / "results" / "predictions.parquet")
     table = pd.read_csv(runs[1] / "results" / "effectiveness.csv")
-    for (classifier, category, source), row in table.set_index(["classifier", "category", "source"]).iterrows():
+    for (classifier, category, source), row in table.set_index(
+        ["classifier", "category", "source"]
+    ).iterrows():
         mine = pred[pred.classifier == classifier]
         if category != "overall":
             mine = mine[mine.category == category]
@@ -94,8 +106,12 @@ def test_effectiveness_table_matches_sklearn(runs: dict[int, Path]) -> None:
             mine = mine[mine.source == source]
         assert row.n == len(mine)
         assert row.f1 == pytest.approx(f1_score(mine.label, mine.pred, zero_division=0), abs=1e-6)
-        assert row.precision == pytest.approx(precision_score(mine.label, mine.pred, zero_division=0), abs=1e-6)
-        assert row.recall == pytest.approx(recall_score(mine.label, mine.pred, zero_division=0), abs=1e-6)
+        assert row.precision == pytest.approx(
+            precision_score(mine.label, mine.pred, zero_division=0), abs=1e-6
+        )
+        assert row.recall == pytest.approx(
+            recall_score(mine.label, mine.pred, zero_division=0), abs=1e-6
+        )
         assert row.f1_lo <= row.f1 + 1e-9 and row.f1 <= row.f1_hi + 1e-9
 
 

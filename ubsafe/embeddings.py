@@ -36,8 +36,20 @@ FORMAT_VERSION = 1
 CHUNK_ROWS = 256
 
 
-def variant_name(perturbation: str | None = None, severity: int = 0, seed: int = 0) -> str:
-    return "clean" if perturbation is None else f"{perturbation}-{severity}-seed{seed}"
+def variant_name(
+    perturbation: str | None = None, severity: int = 0, seed: int = 0, fingerprint: str = ""
+) -> str:
+    """`clean`, or `<perturbation>-<severity>-seed<seed>[-<8 hex of the implementation>]`."""
+    if perturbation is None:
+        return "clean"
+    import hashlib
+
+    suffix = (
+        f"-{hashlib.blake2b(fingerprint.encode(), digest_size=4).hexdigest()}"
+        if fingerprint
+        else ""
+    )
+    return f"{perturbation}-{severity}-seed{seed}{suffix}"
 
 
 def data_key(run: Run) -> str:

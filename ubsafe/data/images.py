@@ -19,6 +19,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 #: Default pixel limit (width × height): 128 megapixels, well above any real photo in these sets.
 MAX_PIXELS = 128 * 1024 * 1024
 
+# `decode_image` checks the header's size itself, against `max_pixels`, before any pixel is decoded;
+# PIL's own process-wide check would refuse earlier with a message that omits the dimensions.
+Image.MAX_IMAGE_PIXELS = None
+
 
 @dataclass
 class DecodeError(Exception):

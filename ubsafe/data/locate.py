@@ -56,7 +56,9 @@ def _from_parquet(path: Path, group: pd.DataFrame) -> dict[str, tuple[bytes | No
 def _bytes_of(value: object) -> tuple[bytes | None, str]:
     if isinstance(value, dict):
         data = value.get("bytes")
-        return (bytes(data), "") if data else (None, "missing: the row has no image bytes")
+        return (
+            (bytes(data), "") if data is not None else (None, "missing: the row has no image bytes")
+        )
     if isinstance(value, str):
         data = decode_base64(value)
         return (data, "") if data else (None, "corrupt: invalid base64 image")

@@ -129,7 +129,7 @@ def _read_file(
                     "split": split,
                     "file": file or rel,
                     "row": -1 if file else row_in_file,
-                    "image_hash": image_hash(data) if data else "",
+                    "image_hash": image_hash(data) if data is not None else "",
                     "where": where,
                 }
             )
@@ -164,7 +164,8 @@ def _image(
         issues.append(Issue("image", where, "image is empty (null)", "every row needs image bytes"))
         return None, None
     data = image.get("bytes")
-    if data:
+    if data is not None:
+        # bytes present, even empty ones: a broken image is skipped with its reason at decode time
         return bytes(data), None
     path = image.get("path")
     if path and (root / path).is_file():

@@ -180,7 +180,8 @@ def spec_for(run: Run, variant: Variant, encoder: Any) -> Any:
 
     if variant.budget == 0:
         return paper_spec(variant.attack, tuple(encoder.mean), tuple(encoder.std))
-    return ubsafe_spec(variant.attack, variant.budget, steps=run.config.attack_steps)
+    steps = None if variant.attack == "fgsm" else run.config.attack_steps
+    return ubsafe_spec(variant.attack, variant.budget, steps=steps)
 
 
 def build_model(run: Run, encoder: Any, classifier: Any) -> Any:

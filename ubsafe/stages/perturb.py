@@ -33,10 +33,15 @@ def variants(run: Run) -> list[tuple[str, int, str]]:
 
     out = []
     for name in run.config.perturbations:
-        levels = get_perturbation(name).info.severities
-        for severity in run.config.severities:
-            if severity in levels:
-                out.append((name, severity, store.variant_name(name, severity, run.config.seed)))
+        perturbation = get_perturbation(name)
+        levels = tuple(perturbation.info.severities)
+        # a single-level perturbation (the paper's noise) runs at its level whatever the severities
+        chosen = levels if len(levels) == 1 else [s for s in run.config.severities if s in levels]
+        for severity in chosen:
+            variant = store.variant_name(
+                name, severity, run.config.seed, perturbation.fingerprint()
+            )
+            out.append((name, severity, variant))
     return out
 
 
