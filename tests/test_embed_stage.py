@@ -216,10 +216,9 @@ run = Run.load(sys.argv[1])
 key = cache_key(run, "tiny")
 want = store.expected(run, key, "clean", 1)
 ids = [f"x{i}" for i in range(want.n_rows)]
-big = np.ones((want.n_rows, 1_500_000), np.float32)  # ~400 MB: the write takes long enough to be
-hit
-store.write_shard(store.shard_file(run, key, "clean", 1), want, ids, big, [], dtype="float32",
-identity={})
+big = np.ones((want.n_rows, 1_500_000), np.float32)  # ~400 MB: a write long enough to be hit
+path = store.shard_file(run, key, "clean", 1)
+store.write_shard(path, want, ids, big, [], dtype="float32", identity={})
 """
 
 

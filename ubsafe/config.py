@@ -199,6 +199,13 @@ class RunConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _paper_attack_seeds(self) -> RunConfig:
+        # the paper's mode draws its 500 images per source with each of its three seeds
+        if self.attack_mode == "paper" and "attack_seeds" not in self.model_fields_set:
+            object.__setattr__(self, "attack_seeds", (2023, 2024, 2025))
+        return self
+
+    @model_validator(mode="after")
     def _check_version(self) -> RunConfig:
         if self.version != CONFIG_VERSION:
             raise ValueError(

@@ -17,6 +17,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ubsafe import atomic
 from ubsafe.config import ConfigError, RunConfig, diff_configs, load_run_config, widen_target
 
@@ -104,6 +106,12 @@ class Run:
 
         meta = pq.read_schema(self.plan_path).metadata or {}
         return meta[b"ubsafe.fingerprint"].decode()
+
+    @cached_property
+    def shard_sizes(self) -> dict[int, int]:
+        """Planned rows per shard (counted once; completeness checks ask for every shard)."""
+        shards, counts = np.unique(self.plan["shard"].to_numpy(), return_counts=True)
+        return {int(k): int(v) for k, v in zip(shards, counts, strict=True)}
 
     def shard_plan(self, shard: int) -> pd.DataFrame:
         plan = self.plan

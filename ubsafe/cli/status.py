@@ -1,10 +1,19 @@
-"""`ubsafe status RUN`."""
+"""`ubsafe status RUN`: per stage, which shards are done, running, failed, interrupted, missing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ubsafe.launch.status import ShardState, StageStatus
+    from ubsafe.rundir import Run
+
+#: Shards listed per stage and state unless --all.
+LISTED = 10
 
 
 @click.command()
@@ -12,39 +21,105 @@ import click
     "run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
 @click.option(
-    "--scheduler/--no-scheduler", default=True, help="Add Slurm's view of submitted jobs, if any."
+    "--scheduler/--no-scheduler",
+    default=True,
+    help="Add Slurm's view of the latest submission (extra information only).",
 )
-def status(run_dir: Path, scheduler: bool) -> None:
-    """Per stage: shards done, running, failed (with error and log), interrupted, missing."""
-    from ubsafe.launch.status import STATES, run_status
+@click.option(
+    "--traceback/--no-traceback", "tracebacks", default=False, help="Full tracebacks of failures."
+)
+@click.option("--all/--no-all", "show_all", default=False, help=f"List every shard, not {LISTED}.")
+@click.option("--json/--no-json", "as_json", default=False, help="Machine-readable output.")
+def status(run_dir: Path, scheduler: bool, tracebacks: bool, show_all: bool, as_json: bool) -> None:
+    """Where RUN stands, read from its directory: per stage, shards done, running, failed (with
+    error, job and log), interrupted (process gone: a relaunch redoes them) and missing.
+
+    Exit status 0 when every stage is complete, 1 otherwise.
+    """
+    from ubsafe.launch.status import run_status
     from ubsafe.rundir import Run
 
     run = Run.load(run_dir)
+    stages = run_status(run)
+    jobs: list[str] = []
+    if scheduler:
+        from ubsafe.launch.slurm_state import describe_jobs
+
+        jobs = describe_jobs(run)
+    complete = all(stage.complete for stage in stages)
+    if as_json:
+        document = {
+            "run": str(run.root),
+            "target": run.config.target,
+            "config_hash": run.config.config_hash(),
+            "complete": complete,
+            "stages": [stage.to_json() for stage in stages],
+            "scheduler": jobs,
+        }
+        click.echo(json.dumps(document, indent=2))
+    else:
+        _print(run, stages, jobs, tracebacks=tracebacks, limit=None if show_all else LISTED)
+    if not complete:
+        raise SystemExit(1)
+
+
+def _print(
+    run: Run, stages: list[StageStatus], jobs: list[str], *, tracebacks: bool, limit: int | None
+) -> None:
+    from ubsafe.launch.status import STATES, age, last_frame
+
     click.echo(
         f"{run.root}  target {run.config.target}  config {run.config.config_hash()}  "
         f"{len(run.plan)} samples in {run.n_shards} shard(s)"
     )
-    incomplete = False
-    for stage in run_status(run):
-        counts = "  ".join(
-            f"{state} {stage.count(state)}" for state in STATES if stage.count(state)
-        )
+    for stage in stages:
+        counts = "  ".join(f"{s} {stage.count(s)}" for s in STATES if stage.count(s))
         click.echo(f"  {stage.stage:<8} {counts}")
-        for shard in stage.of("failed"):
-            error = shard.error or {}
+        for shard in _limited(stage.of("failed"), limit, stage.stage, "failed"):
+            error = shard.record or {}
             click.echo(
-                f"    shard {shard.shard}: {error.get('type', '?')}: {error.get('message', '')}"
+                f"    shard {shard.shard} failed: {error.get('type', '?')}: "
+                + _message(str(error.get("message", "")))
             )
-            click.echo(f"      job {error.get('job_id')}  log {shard.log}")
-        for shard in stage.of("interrupted"):
-            click.echo(
-                f"    shard {shard.shard}: interrupted (process {shard.running}); rerun to redo it"
-            )
-        incomplete |= any(s.state != "done" for s in stage.shards)
-    if scheduler:
-        from ubsafe.launch.slurm_state import describe_jobs
+            if tracebacks and error.get("traceback"):
+                click.echo("      " + str(error["traceback"]).rstrip().replace("\n", "\n      "))
+            else:
+                where = last_frame(str(error.get("traceback", "")))
+                if where:
+                    click.echo(f"      at {where}")
+            click.echo(f"      job {error.get('job_id') or '-'} on {error.get('host', '?')}")
+            click.echo(f"      error {run.error_path(stage.stage, shard.shard)}")
+            click.echo(f"      log   {shard.log or run.log_path(stage.stage, shard.shard)}")
+            if shard.slurm_log:
+                click.echo(f"      slurm {shard.slurm_log}")
+        for state in ("running", "interrupted"):
+            for shard in _limited(stage.of(state), limit, stage.stage, state):
+                marker = shard.record or {}
+                click.echo(
+                    f"    shard {shard.shard} {state}: pid {marker.get('pid')} on "
+                    f"{marker.get('host')}, job {marker.get('job_id') or '-'}, "
+                    f"started {age(marker)} ago"
+                    + ("; a relaunch redoes it" if state == "interrupted" else "")
+                )
+    for line in jobs:
+        click.echo(line)
 
-        for line in describe_jobs(run):
-            click.echo(line)
-    if incomplete:
-        raise SystemExit(1)
+
+def _limited(
+    items: list[ShardState], limit: int | None, stage: str, state: str
+) -> list[ShardState]:
+    if limit is None or len(items) <= limit:
+        return items
+    click.echo(
+        f"    ({len(items)} {state} shards in {stage}; the first {limit}, --all for every one)"
+    )
+    return items[:limit]
+
+
+def _message(message: str, max_lines: int = 8) -> str:
+    """The error message, indented under its shard; long ones cut (error.json has it all)."""
+    lines = message.strip().splitlines() or [""]
+    shown = lines[:max_lines]
+    if len(lines) > max_lines:
+        shown.append(f"(+{len(lines) - max_lines} more lines in error.json)")
+    return "\n      ".join(shown)

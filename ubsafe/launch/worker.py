@@ -43,6 +43,10 @@ class ShardsFailed(RuntimeError):
             f"stage {stage}: {len(failed)} shard(s) failed {failed[:20]}; see {listing}"
         )
 
+    def __reduce__(self) -> tuple[type[ShardsFailed], tuple[str, list[int], list[Path]]]:
+        # Crosses process boundaries (submitit result files, process pools) intact.
+        return (type(self), (self.stage, self.failed, self.errors))
+
 
 @dataclass
 class TaskResult:
@@ -78,6 +82,12 @@ def shard_log(path: Path) -> Iterator[logging.Handler]:
         root.removeHandler(handler)
         root.setLevel(previous)
         handler.close()
+
+
+def thread_settings() -> str:
+    """The thread-count variables this process was started with (`NUMBA_NUM_THREADS=4 ...`)."""
+    names = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
+    return " ".join(f"{name}={os.environ.get(name, '-')}" for name in names)
 
 
 def running_path(run: Run, stage: str, shard: int) -> Path:
@@ -138,11 +148,12 @@ def run_task(run_dir: str, stage: str, shards: Sequence[int]) -> TaskResult:
         error = run.error_path(stage, shard)
         with shard_log(run.log_path(stage, shard)), running_marker(run, stage, shard):
             log.info(
-                "stage %s shard %d starts (job %s, host %s)",
+                "stage %s shard %d starts (job %s, host %s, threads %s)",
                 stage,
                 shard,
                 job_id(),
                 socket.gethostname(),
+                thread_settings(),
             )
             t0 = time.perf_counter()
             try:
@@ -152,6 +163,11 @@ def run_task(run_dir: str, stage: str, shards: Sequence[int]) -> TaskResult:
                 write_error(run, stage, shard, exc)
                 result.failed.append(shard)
                 continue
+            except BaseException as exc:
+                # Preemption/time limit (submitit exits to requeue), Ctrl-C: not the shard's fault;
+                # nothing final was written, and a relaunch or the requeued task redoes it.
+                log.warning("stage %s shard %d interrupted (%s)", stage, shard, type(exc).__name__)
+                raise
             with contextlib.suppress(FileNotFoundError):
                 error.unlink()
             log.info("stage %s shard %d done in %.1f s", stage, shard, time.perf_counter() - t0)

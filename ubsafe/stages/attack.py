@@ -210,7 +210,7 @@ def attack_variant(
     from ubsafe.stages.score import encoder_for
 
     encoder = common.run_encoder(run, encoder_for(run, variant.classifier))
-    classifier = common.run_classifier(run, variant.classifier)
+    classifier = common.run_classifier(run, variant.classifier, device=str(encoder.device))
     spec = spec_for(run, variant, encoder)
     model = build_model(run, encoder, classifier).to(encoder.device)
     embeddings: list[np.ndarray] = []

@@ -72,12 +72,21 @@ def device_of(run: Run) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def run_classifier(run: Run, name: str) -> Any:
-    """The classifier with the run's option overrides, loaded once per process."""
+def run_classifier(run: Run, name: str, *, device: str | None = None) -> Any:
+    """The classifier with the run's option overrides, loaded once per process.
+
+    Embedding rules run on the CPU in float64 whatever the device, so they load on the CPU unless
+    a caller needs the surrogate elsewhere (the attack stage passes the encoder's device); image
+    classifiers and VLM judges use the run's device.
+    """
     import json
 
+    from ubsafe.classifiers import get_entry
+
+    if device is None:
+        device = "cpu" if get_entry(name).input == "embedding" else device_of(run)
     options = json.dumps(run.config.classifier_options.get(name, {}), sort_keys=True)
-    return _classifier(name, run.config.weights_dir, device_of(run), str(run.fitted_dir), options)
+    return _classifier(name, run.config.weights_dir, device, str(run.fitted_dir), options)
 
 
 @dataclass

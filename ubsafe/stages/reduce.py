@@ -88,20 +88,38 @@ def run_shard(run: Run, shard: int) -> None:
 
 
 def input_stages(run: Run) -> list[str]:
+    """The stages whose shard outputs the results depend on (attack: through compare)."""
+    from ubsafe.stages import attack
+
     stages = ["score"]
     if robust(run):
+        if attack.applies(run):
+            stages.append("attack")
         stages.append("compare")
     return stages
 
 
+def shard_problem(run: Run, stage: str, shard: int) -> str | None:
+    if stage == "attack":
+        from ubsafe.stages import attack
+
+        if attack.is_done(run, shard):
+            return None
+        error = run.error_path(stage, shard)
+        return f"failed (see {error})" if error.is_file() else "missing"
+    path = run.shard_path(stage, shard, "parquet")
+    why = shardfile.problem(path, shardfile.stage_meta(run, stage, shard))
+    if why == "missing" and run.error_path(stage, shard).is_file():
+        return f"failed (see {run.error_path(stage, shard)})"
+    return why
+
+
 def check_inputs(run: Run) -> dict[str, list[tuple[int, str]]]:
-    """Per input stage, the shards whose file is missing or does not match the run."""
+    """Per input stage, the shards whose output is missing, failed or does not match the run."""
     problems: dict[str, list[tuple[int, str]]] = {}
     for stage in input_stages(run):
         for shard in range(run.n_shards):
-            why = shardfile.problem(
-                run.shard_path(stage, shard, "parquet"), shardfile.stage_meta(run, stage, shard)
-            )
+            why = shard_problem(run, stage, shard)
             if why is not None:
                 problems.setdefault(stage, []).append((shard, why))
     return problems
@@ -255,9 +273,9 @@ def reduce_run(run: Run, *, allow_missing: bool = False) -> list[Path]:
     for name, table in tables.items():
         written.append(write_csv(results / f"{name}.csv", table))
     if robust(run):
-        compare_shards = [
-            s for s in range(run.n_shards) if s not in {x for x, _ in missing.get("compare", [])}
-        ]
+        # a shard whose attack failed has no complete comparison: left out, named in summary.json
+        unusable = {x for stage in ("attack", "compare") for x, _ in missing.get(stage, [])}
+        compare_shards = [s for s in range(run.n_shards) if s not in unusable]
         written.append(
             write_csv(results / "robustness.csv", metrics.robustness_table(run, compare_shards))
         )
