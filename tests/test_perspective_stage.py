@@ -228,3 +228,22 @@ def test_pooled_f1_matches_scikit_learn_and_refuses_unequal_pools(tmp_path):
         pooled_over_runs([runs[0], twice])
     with pytest.raises(FileNotFoundError, match="reduce the run first"):
         pooled_over_runs([tmp_path])
+
+
+def test_submit_runs_the_finetune_stage_as_a_gpu_job_before_score(
+    cli, demo_dir: Path, weights: Path, tmp_path: Path
+) -> None:
+    import re
+
+    result = cli(
+        "submit", "effectiveness", demo_dir, "--out", tmp_path / "run", "--partition", "gpu",
+        "--gpus-per-task", 1, "--classifiers", "perspective-llava", "--weights-dir", weights,
+        "--dry-run",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    headers = re.findall(r"^# --- (\w+): sbatch", result.output, re.MULTILINE)
+    assert headers == ["embed", "finetune", "score", "reduce", "report"]
+    scripts = dict(zip(headers, result.output.split("# --- ")[1:], strict=True))
+    assert "--gpus-per-node=1" in scripts["finetune"]
+    assert "--array" not in scripts["finetune"]  # one task for the whole run
+    assert "--dependency='afterany:<job ids of finetune>'" in scripts["score"]

@@ -82,7 +82,7 @@ def run_stages(run: Any, target: str = "effectiveness", *, until: str = "score")
     failed: dict[str, list[int]] = {}
     for stage in pipeline(target):
         if stage.applies(run):
-            failures = run_stage(run, stage, workers=1)
+            failures = run_stage(run, stage)
             if failures:
                 failed[stage.name] = failures
                 break
