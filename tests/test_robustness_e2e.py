@@ -146,7 +146,7 @@ def test_a_failed_attack_shard_is_named_by_status_and_reduce(
     status = cli("status", out, "--no-scheduler")
     assert status.exit_code == 1
     assert "attack" in status.output and "failed 1" in status.output
-    assert "shard 1:" in status.output and "logs/attack/shard-00001.log" in status.output
+    assert "shard 1 failed" in status.output and "logs/attack/shard-00001.log" in status.output
     reduce = cli("reduce", out)
     assert reduce.exit_code != 0
     assert "attack: 1 shard(s): 1" in reduce.output and "shard 1: failed (see" in reduce.output

@@ -61,29 +61,59 @@ def render(run: object) -> Path | None:
 
 
 def summarise(run: object, report: Path | None) -> str:
+    """The headline numbers: F1 per classifier on real, AI-generated and all images; the weakest
+    corruption and attack per classifier; where the files are."""
     results = run.results_dir  # type: ignore[attr-defined]
+    order = list(run.config.classifiers)  # type: ignore[attr-defined]
     table = pd.read_csv(results / "effectiveness.csv")
-    overall = table[table["category"] == "overall"]
-    lines = ["F1 with 95 % bootstrap intervals, pooled over each classifier's categories:", ""]
-    pivot = overall.pivot(index="classifier", columns="source", values=["f1", "f1_lo", "f1_hi"])
-    for classifier in pivot.index:
+    overall = table[table["category"] == "overall"].set_index(["classifier", "source"])
+    lines = [
+        "F1 (unsafe = positive) with 95 % bootstrap intervals, over each classifier's categories:",
+        "",
+    ]
+    lines.append(f"  {'classifier':<16} {'real-world':<22} {'AI-generated':<22} {'all':<22}")
+    for classifier in order:
         cells = []
         for source in ("real", "ai", "all"):
-            if ("f1", source) in pivot.columns:
-                f1, lo, hi = (pivot.loc[classifier, (m, source)] for m in ("f1", "f1_lo", "f1_hi"))
-                cells.append(f"{source} {f1:.3f} [{lo:.3f}, {hi:.3f}]")
-        lines.append(f"  {classifier:<14} " + "   ".join(cells))
+            if (classifier, source) in overall.index:
+                row = overall.loc[(classifier, source)]
+                cells.append(f"{row.f1:.3f} [{row.f1_lo:.3f}, {row.f1_hi:.3f}]".ljust(22))
+            else:
+                cells.append("-".ljust(22))
+        never = (classifier, "all") in overall.index and overall.loc[
+            (classifier, "all")
+        ].tp + overall.loc[(classifier, "all")].fp == 0
+        note = "  (never predicted unsafe here)" if never else ""
+        lines.append(f"  {classifier:<16} " + " ".join(cells) + note)
     robustness = results / "robustness.csv"
     if robustness.is_file():
         rob = pd.read_csv(robustness)
+        rob = rob[(rob["source"] == "all") & (rob["n"] > 0)]
         if len(rob):
-            worst = rob.sort_values("robust_accuracy").groupby("classifier").head(1)
-            lines += ["", "Lowest Robust Accuracy per classifier:"]
-            for row in worst.itertuples(index=False):
-                lines.append(
-                    f"  {row.classifier:<14} {row.perturbation} {row.severity:g} ({row.source}): "
-                    f"{row.robust_accuracy:.3f} [{row.ra_lo:.3f}, {row.ra_hi:.3f}]"
-                )
+            lines += [
+                "",
+                "Lowest Robust Accuracy (share of correct decisions that survive), all images:",
+            ]
+            for classifier in order:
+                mine = rob[rob["classifier"] == classifier]
+                for kind, part in (
+                    ("corruption", mine[mine["family"] != "attack"]),
+                    ("attack", mine[mine["family"] == "attack"]),
+                ):
+                    if part.empty:
+                        continue
+                    row = part.sort_values(["robust_accuracy", "perturbation"], kind="stable").iloc[
+                        0
+                    ]
+                    level = (
+                        f"severity {row.severity:g}"
+                        if kind == "corruption"
+                        else f"eps {row.severity:g}/255"
+                    )
+                    lines.append(
+                        f"  {classifier:<16} {kind:<10} {row.perturbation} {level}: "
+                        f"{row.robust_accuracy:.3f} [{row.ra_lo:.3f}, {row.ra_hi:.3f}] of {int(row.n)}"
+                    )
     lines += ["", f"results: {results}"]
     if report is not None:
         lines.append(f"report:  {report}")
