@@ -47,10 +47,14 @@ PAPER_COVERAGE = {
 }  # fmt: skip
 
 
+#: The vision-language judges and the two PerspectiveVision variants (tests/test_vlm_stage*.py).
+VLM_ENTRIES = ("llava", "instructblip", "gpt4v", "perspective-llava", "perspective-fast")
+
+
 def test_registry_lists_the_paper_classifiers_and_the_probes() -> None:
     names = [entry.name for entry in list_classifiers()]
     assert names == sorted(names)
-    assert set(names) == {*PAPER_COVERAGE, "probe-real", "probe-all"}
+    assert set(names) == {*PAPER_COVERAGE, "probe-real", "probe-all", *VLM_ENTRIES}
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_COVERAGE))
@@ -67,6 +71,8 @@ def test_entries_name_their_encoders_weights_and_modules() -> None:
         "nudenet": "none",
         "probe-real": "run",
         "probe-all": "run",
+        "perspective-fast": "run",
+        **dict.fromkeys(VLM_ENTRIES[:-1], "none"),
     }
     heads = [(w.repo, w.filename) for w in weight_files("multiheaded")]
     assert heads == [

@@ -48,6 +48,9 @@ DEFAULT_PERTURBATIONS: tuple[str, ...] = (
 
 DATASET_CONFIG_NAME = "ubsafe.toml"
 
+#: The model whose answers UnsafeBench published (and that cannot be queried any more).
+REPLAYED_GPT4V_MODEL = "gpt-4-vision-preview"
+
 
 def default_weights_dir() -> str:
     return os.environ.get("UBSAFE_WEIGHTS", str(Path.home() / ".cache" / "ubsafe" / "weights"))
@@ -92,6 +95,25 @@ class RunConfig(BaseModel):
     #: encoder compute precision: auto = bfloat16 autocast on GPU, float32 on CPU
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
+    # --- vision-language judges and PerspectiveVision (result-affecting) ---
+    #: response → safe/unsafe/unsure: the authors' RoBERTa converter, the documented rules, or
+    #: `auto` (RoBERTa when its files are present, else the rules; the choice is recorded per row)
+    vlm_converter: Literal["roberta", "rules", "auto"] = "roberta"
+    #: `greedy` for every judge, or `paper`: as the paper decoded each (InstructBLIP through
+    #: LAVIS: 5 beams, repetition penalty 1.5; LLaVA greedy)
+    vlm_decoding: Literal["greedy", "paper"] = "greedy"
+    vlm_max_new_tokens: int = Field(default=512, ge=1)
+    #: gpt4v: `replay` the published answers of gpt-4-vision-preview (joined by sample id), or
+    #: `query` an OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY) with `gpt4v_model`
+    gpt4v_mode: Literal["replay", "query"] = "replay"
+    gpt4v_model: str = REPLAYED_GPT4V_MODEL
+    #: perspective-llava's LoRA adapter made elsewhere (another run's fitted/perspective-llava, or
+    #: a converted yiting/PerspectiveVision-LLaVA-LoRA); empty: the finetune stage trains one on
+    #: this run's train split
+    perspective_adapter: str = ""
+    #: overrides of the LoRA recipe (ubsafe.vlm.perspective.lora.LoraSettings), e.g. max_steps
+    perspective_lora: dict[str, Any] = Field(default_factory=dict)
+
     # --- where and how fast (execution-only) ---
     target: Literal["embed", "effectiveness", "robustness", "all"] = _execution(
         default="effectiveness"
@@ -107,6 +129,16 @@ class RunConfig(BaseModel):
     workers: int = _execution(default=1, ge=1)
     decode_workers: int = _execution(default=2, ge=0)
     device: str = _execution(default="auto")
+    #: images (or prompts) per generation batch of a VLM judge
+    vlm_batch_size: int = _execution(default=8, ge=1)
+    #: request rate towards an OpenAI-compatible endpoint, per task
+    vlm_requests_per_minute: float = _execution(default=60.0, gt=0)
+    #: answers of queried endpoints, one file per question (default <run>/vlm-cache)
+    vlm_response_cache: str = _execution(default="")
+    #: local copy of yiting/unsafebench_vlm_responses (`ubsafe data fetch vlm-responses --to DIR`;
+    #: default <weights_dir>/hf/yiting/unsafebench_vlm_responses, where `ubsafe weights fetch`
+    #: puts it)
+    vlm_responses_dir: str = _execution(default="")
 
     @field_validator("classifiers", "perturbations", "attacks", mode="before")
     @classmethod
@@ -130,6 +162,41 @@ class RunConfig(BaseModel):
             if kind not in SOURCE_KINDS:
                 raise ValueError(f"source_map[{name!r}] = {kind!r}: must be 'real' or 'ai'")
         return value
+
+    @field_validator("perspective_lora")
+    @classmethod
+    def _check_lora(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import dataclasses
+
+        from ubsafe.vlm.perspective.lora import LoraSettings
+
+        valid = [f.name for f in dataclasses.fields(LoraSettings)]
+        unknown = sorted(set(value) - set(valid))
+        if unknown:
+            raise ValueError(
+                f"perspective_lora has unknown key(s) {unknown}; valid keys: {', '.join(valid)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_gpt4v(self) -> RunConfig:
+        if self.gpt4v_mode == "replay" and self.gpt4v_model != REPLAYED_GPT4V_MODEL:
+            raise ValueError(
+                f"gpt4v_model = {self.gpt4v_model!r} with gpt4v_mode = 'replay': the published "
+                f"answers are {REPLAYED_GPT4V_MODEL}'s. fix: gpt4v_mode = 'query' to ask "
+                f"{self.gpt4v_model!r}, or leave gpt4v_model at its default"
+            )
+        if (
+            "gpt4v" in self.classifiers
+            and self.gpt4v_mode == "replay"
+            and self.target in ("robustness", "all")
+        ):
+            raise ValueError(
+                "gpt4v replays published answers about the original images, so it cannot judge "
+                "perturbed ones (robustness/all). fix: run gpt4v in an effectiveness run, or set "
+                "gpt4v_mode = 'query' to ask an endpoint about every perturbed image"
+            )
+        return self
 
     @model_validator(mode="after")
     def _paper_attack_seeds(self) -> RunConfig:

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ubsafe.taxonomy import CATEGORIES, SOURCE_KINDS
+from ubsafe.taxonomy import CATEGORIES, SOURCE_KINDS, SPLITS
 from ubsafe.weights import WeightFile
 
 REGISTRY_DIR = Path(__file__).with_name("registry")
@@ -48,6 +48,7 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "score": str,
     "options": dict,
     "train_sources": list,
+    "splits": list,
 }
 _WEIGHT_KEYS = {"repo": str, "filename": str, "revision": str, "sha256": str}
 
@@ -81,11 +82,20 @@ class ClassifierEntry:
     score: str = ""
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     train_sources: tuple[str, ...] = ()
+    splits: tuple[str, ...] = ()
     path: Path | None = None
 
     @property
     def is_image(self) -> bool:
         return self.input == "image"
+
+    @property
+    def scored_splits(self) -> tuple[str, ...]:
+        """The splits it is scored on: `splits` when given, the test split for a classifier fitted
+        in the run (it learned from the train split), else every split."""
+        if self.splits:
+            return self.splits
+        return ("test",) if self.fitted else SPLITS
 
 
 def parse_entry(path: str | os.PathLike[str]) -> ClassifierEntry:
@@ -150,6 +160,10 @@ def parse_entry(path: str | os.PathLike[str]) -> ClassifierEntry:
         )
     if not data["fitted"] and train_sources:
         raise fail("train_sources", "is only for fitted classifiers")
+    splits = _check_list_of_str(data.get("splits", []), "splits", fail)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise fail("splits", f"has {bad[0]!r}; must be among {', '.join(SPLITS)}")
 
     return ClassifierEntry(
         name=name,
@@ -166,6 +180,7 @@ def parse_entry(path: str | os.PathLike[str]) -> ClassifierEntry:
         score=data.get("score", "").strip(),
         options=MappingProxyType(dict(data.get("options", {}))),
         train_sources=tuple(train_sources),
+        splits=tuple(splits),
         path=path,
     )
 

@@ -31,7 +31,7 @@ DEMO_CONFIG = """\
 # Classifiers that need no download: probes fitted on the train split, and NudeNet (its wheel ships
 # its ONNX model). The tiny encoder is a small randomly initialised open_clip model.
 encoder = "tiny"
-classifiers = ["probe-real", "probe-all", "nudenet"]
+classifiers = ["probe-real", "probe-all", "perspective-fast", "nudenet"]
 perturbations = [
     "gaussian_noise", "defocus_blur", "brightness", "contrast", "jpeg_compression", "pixelate",
 ]

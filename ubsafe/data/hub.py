@@ -8,6 +8,8 @@ from pathlib import Path
 #: name → (dataset repo, files to fetch)
 DATASETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "unsafebench": ("yiting/UnsafeBench", ("data/*.parquet", "README.md")),
+    # The VLM answers the paper published (<model>/prompt_<i>/<source>_<category>.json); a run
+    # replays GPT-4V's from here with vlm_responses_dir = DIR.
     "vlm-responses": ("yiting/unsafebench_vlm_responses", ("*",)),
     "smid": ("yiting/SMID", ("*.parquet", "**/*.parquet", "README.md")),
     "nsfwdataset": ("yiting/NSFWDataset", ("*.parquet", "**/*.parquet", "README.md")),

@@ -55,6 +55,7 @@ STAGES: dict[str, Stage] = {
         Stage("embed", "ubsafe.stages.embed", sharded=True),
         Stage("perturb", "ubsafe.stages.perturb", sharded=True),
         Stage("fit", "ubsafe.stages.fit", sharded=False),
+        Stage("finetune", "ubsafe.stages.finetune", sharded=False),
         Stage("attack", "ubsafe.stages.attack", sharded=True),
         Stage("score", "ubsafe.stages.score", sharded=True),
         Stage("compare", "ubsafe.stages.compare", sharded=True),
@@ -67,9 +68,9 @@ STAGES: dict[str, Stage] = {
 #: need.
 PIPELINES: dict[str, tuple[str, ...]] = {
     "embed": ("embed",),
-    "effectiveness": ("embed", "fit", "score", "reduce"),
-    "robustness": ("embed", "perturb", "fit", "score", "attack", "compare", "reduce"),
-    "all": ("embed", "perturb", "fit", "score", "attack", "compare", "reduce"),
+    "effectiveness": ("embed", "fit", "finetune", "score", "reduce"),
+    "robustness": ("embed", "perturb", "fit", "finetune", "score", "attack", "compare", "reduce"),
+    "all": ("embed", "perturb", "fit", "finetune", "score", "attack", "compare", "reduce"),
 }
 
 TARGETS: tuple[str, ...] = tuple(PIPELINES)

@@ -2,8 +2,9 @@
 
 One step across all shards: it reads the cached clean embeddings of the train rows (every shard file
 checked first) and writes `fitted/<name>.safetensors`, then `fitted/<name>.json` recording what it
-was
-fitted on — the JSON is the completion marker, written last.
+was fitted on — the JSON is the completion marker, written last. Each classifier's module fits it
+(`fit_entry(entry, embeddings, labels, seed=, encoder=, categories=)`) with its registry options as
+the run's `classifier_options` override them.
 """
 
 from __future__ import annotations
@@ -75,16 +76,28 @@ def training_rows(run: Run, name: str) -> Any:
     return plan[(plan["split"] == "train") & plan["source_kind"].isin(kinds)]
 
 
+def configured_entry(run: Run, name: str) -> Any:
+    """The registry entry of `name` with the run's option overrides applied."""
+    import dataclasses
+    from types import MappingProxyType
+
+    from ubsafe.classifiers import get_entry, resolve_options
+
+    entry = get_entry(name)
+    options = resolve_options(entry, run.config.classifier_options.get(name))
+    return dataclasses.replace(entry, options=MappingProxyType(options))
+
+
 def run_shard(run: Run, shard: int) -> None:
     import importlib
 
-    from ubsafe.classifiers import fitted_path, get_entry
+    from ubsafe.classifiers import fitted_path
     from ubsafe.stages.embed import cache_key
 
     for name in fitted_names(run):
         if _done(run, name):
             continue
-        entry = get_entry(name)
+        entry = configured_entry(run, name)
         rows = training_rows(run, name).set_index("sample_id").sort_index()
         ids, matrix = store.load_all(
             run, cache_key(run, run.config.encoder), "clean", rows=list(rows.index)

@@ -2,9 +2,15 @@
 
 Embedding classifiers run vectorised over the shard's cached embeddings; image classifiers (NudeNet,
 VLM judges) over the decoded images. As in the paper, a classifier is scored on the categories it
-covers; fitted classifiers only on the test split. Output: `shards/score/shard-NNNNN.parquet` with
-one row per (sample, classifier): `pred` (1 unsafe, 0 safe, -1 not scored), `score`, and `reason`
-for rows that could not be scored (an undecodable image).
+covers; fitted classifiers (and perspective-llava, trained on the train split) only on the test
+split. Rows of an external evaluation set carry the set's name as their category; classifiers that
+cover every category judge them all. Output: `shards/score/shard-NNNNN.parquet` with one row per
+(sample, classifier): `pred` (1 unsafe, 0 safe, -1 not scored), `score`, and `reason` for rows that
+could not be scored (an undecodable image).
+
+VLM judges get each row's category and sample id too; their per-prompt labels and raw answers go to
+`shards/score/shard-NNNNN.responses.parquet` (`ubsafe.vlm.responses`), written before the score
+file, which stays the shard's completion marker. A replayed judge (gpt4v) reads no image.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from ubsafe.stages import common
 
 if TYPE_CHECKING:
     from ubsafe.rundir import Run
+    from ubsafe.vlm.classifier import VLMClassifier
+    from ubsafe.vlm.decision import VLMDecision
 
 NAME = "score"
 SHARDED = True
@@ -43,12 +51,16 @@ def coverage(run: Run, name: str) -> tuple[str, ...]:
 
 
 def scored_mask(run: Run, rows: pd.DataFrame, name: str) -> np.ndarray:
-    """Rows this classifier is judged on: covered categories; fitted classifiers only on test."""
+    """Rows this classifier is judged on: covered categories (every category outside the
+    taxonomy when it covers them all), in the splits it is scored on (fitted ones: test)."""
     from ubsafe.classifiers import get_entry
+    from ubsafe.taxonomy import CATEGORIES
 
-    mask = np.array(rows["category"].isin(coverage(run, name)), dtype=bool)
-    if get_entry(name).fitted:
-        mask &= (rows["split"] == "test").to_numpy()
+    covered = coverage(run, name)
+    mask = rows["category"].isin(covered).to_numpy(dtype=bool, copy=True)
+    if set(CATEGORIES) <= set(covered):
+        mask |= ~rows["category"].isin(CATEGORIES).to_numpy(dtype=bool)
+    mask &= rows["split"].isin(get_entry(name).scored_splits).to_numpy(dtype=bool)
     return mask
 
 
@@ -119,25 +131,68 @@ def score_images(run: Run, name: str, rows: pd.DataFrame) -> pd.DataFrame:
     return frame(rows["sample_id"].tolist(), name, pred, score, reason, "score")
 
 
+def score_judge(
+    run: Run, name: str, judge: VLMClassifier, rows: pd.DataFrame
+) -> tuple[pd.DataFrame, VLMDecision | None]:
+    """A VLM judge on `rows`: the score rows, and its full decision (answers, per-prompt labels);
+    None when no row's image decodes."""
+    wanted = rows["sample_id"].tolist()
+    skipped: dict[str, str] = {}
+    if judge.reads_images:
+        decoded = common.decode_shard(run, rows, lambda image: image)
+        skipped = dict(decoded.skipped)
+        kept = rows.set_index("sample_id").loc[decoded.sample_ids].reset_index()
+        images = decoded.items
+    else:
+        kept, images = rows, None
+    pred = np.full(len(wanted), -1, np.int8)
+    score = np.full(len(wanted), np.nan, np.float32)
+    decided = judge.judge_rows(kept, images) if len(kept) else None
+    if decided is not None:
+        index = {sid: i for i, sid in enumerate(wanted)}
+        at = [index[s] for s in decided.sample_ids]
+        pred[at] = decided.pred
+        score[at] = decided.score
+        log.info(
+            "%s: %d rows decided, %d by a tie-break (converter %s)",
+            name,
+            len(decided),
+            int(decided.tie_broken.sum()),
+            decided.converter,
+        )
+    reason = [skipped.get(sid, "") for sid in wanted]
+    return frame(wanted, name, pred, score, reason, "score"), decided
+
+
 def run_classifier(run: Run, name: str) -> Any:
     return common.run_classifier(run, name)
 
 
 def run_shard(run: Run, shard: int) -> None:
     from ubsafe.classifiers import get_entry
+    from ubsafe.vlm import responses
+    from ubsafe.vlm.classifier import as_vlm
 
     rows = run.shard_plan(shard)
     parts = []
+    answers = []
     for name in run.config.classifiers:
         chosen = rows[scored_mask(run, rows, name)]
         if chosen.empty:
             continue
         if get_entry(name).input == "embedding":
             parts.append(score_embeddings(run, name, chosen, shard))
+        elif (judge := as_vlm(run_classifier(run, name))) is not None:
+            part, decided = score_judge(run, name, judge, chosen)
+            parts.append(part)
+            if decided is not None:
+                answers.append(responses.frame(decided, name))
         else:
             parts.append(score_images(run, name, chosen))
         log.info("shard %d: %s scored %d rows", shard, name, len(chosen))
     result = pd.concat(parts, ignore_index=True) if parts else frame([], "", [], [], [], "score")
+    # The answers first: the score file, written last, is what marks the shard done.
+    responses.write(run, shard, answers)
     shardfile.write(
         run.shard_path(NAME, shard, "parquet"), result, shardfile.stage_meta(run, NAME, shard)
     )

@@ -12,4 +12,10 @@ Nothing heavy is imported here; each module imports torch/transformers itself wh
     attack         targeted PGD against a judge (target answer "safe"/"unsafe")
     perspective/   PerspectiveVision: training set, LoRA fine-tuning, evaluation, fast variant
     registry       weight files of every judge          tiny   tiny random stand-ins (tests)
+
+In the pipeline:
+    classifier     the judges as registry classifiers (`llava`, `instructblip`, `gpt4v`,
+                   `perspective-llava`): what the score and compare stages load
+    responses      the answers kept beside each score shard (`shard-NNNNN.responses.parquet`)
+    robustness     targeted attacks on a run's judges, as compare-stage rows
 """

@@ -145,16 +145,14 @@ class RobertaConverter:
         tokenizer: object,
         *,
         device: str = "cpu",
-        batch_size: int = 64,
     ):
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
-        self.batch_size = batch_size
 
     @classmethod
     def from_weights(
-        cls, weights_dir: str | os.PathLike[str], *, device: str = "cpu", batch_size: int = 64
+        cls, weights_dir: str | os.PathLike[str], *, device: str = "cpu"
     ) -> RobertaConverter:
         """Load from `DIR/hf/yiting/converter/` and `DIR/hf/FacebookAI/roberta-base/`."""
         from transformers import RobertaConfig, RobertaTokenizer
@@ -176,24 +174,33 @@ class RobertaConverter:
                 f"unexpected {result.unexpected_keys[:5]}; is it yiting/converter's "
                 "LLM_output_converter.pt, and config.json roberta-base's?"
             )
-        return cls(model, tokenizer, device=device, batch_size=batch_size)
+        return cls(model, tokenizer, device=device)
 
     def logits(self, responses: Sequence[str]) -> np.ndarray:
-        """Float32[N, 3] logits (safe, unsafe, unsure)."""
+        """Float32[N, 3] logits (safe, unsafe, unsure).
+
+        Each distinct text goes through the model alone, unpadded: its label depends on the text
+        only, never on the other answers of a batch (padding to a batch's longest answer changes
+        the last bits, enough to flip an answer the model is unsure about). Repeated answers —
+        common: "The image is safe." — are computed once.
+        """
         import torch
 
-        out = np.zeros((len(responses), 3), dtype=np.float32)
         texts = [r or "" for r in responses]
-        for start in range(0, len(texts), self.batch_size):
-            batch = texts[start : start + self.batch_size]
+        unique = list(dict.fromkeys(texts))
+        found: dict[str, np.ndarray] = {}
+        for text in unique:
             encoded = self.tokenizer(  # type: ignore[operator]
-                batch, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
+                [text], truncation=True, max_length=MAX_TOKENS, return_tensors="pt"
             )
             with torch.inference_mode():
                 logits = self.model(
                     encoded["input_ids"].to(self.device), encoded["attention_mask"].to(self.device)
                 )
-            out[start : start + len(batch)] = logits.float().cpu().numpy()
+            found[text] = logits[0].float().cpu().numpy()
+        out = np.zeros((len(texts), 3), dtype=np.float32)
+        for i, text in enumerate(texts):
+            out[i] = found[text]
         return out
 
     def convert(self, responses: Sequence[str]) -> np.ndarray:

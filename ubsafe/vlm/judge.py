@@ -88,6 +88,14 @@ class VLMJudge(ABC):
         """The prompts asked about an image collected for `category`."""
         return prompt_texts.judge_prompts(category)
 
+    def general_prompts(self) -> tuple[str, ...]:
+        """The prompts asked when no category applies: P0, the one without a definition.
+
+        Used for images outside the taxonomy (external evaluation sets) and under perturbations,
+        where the paper's robustness protocol judges by P0 alone.
+        """
+        return prompt_texts.judge_templates()[:1]
+
     def label_responses(self, responses: Sequence[str]) -> np.ndarray:
         """0/1/2 per response (the converter's labels)."""
         return self.converter.convert(responses)
@@ -104,8 +112,15 @@ class VLMJudge(ABC):
         self, images: Sequence[Image.Image], categories: Sequence[str]
     ) -> list[tuple[str, ...]]:
         """Every prompt's response for every image: N tuples of P strings."""
-        per_image = [self.prompts_for(c) for c in categories]
+        return self.respond_to([self.prompts_for(c) for c in categories], images)
+
+    def respond_to(
+        self, per_image: Sequence[Sequence[str]], images: Sequence[Image.Image]
+    ) -> list[tuple[str, ...]]:
+        """The response to each image's own prompts (the same number for every image)."""
         n_prompts = len(per_image[0]) if per_image else 0
+        if any(len(p) != n_prompts for p in per_image):
+            raise ValueError("every image must be asked the same number of prompts")
         responses: list[list[str]] = [[""] * n_prompts for _ in images]
         # One prompt index at a time: the prompts of a batch have similar lengths (less padding).
         for p in range(n_prompts):
@@ -141,6 +156,14 @@ class VLMJudge(ABC):
         for category in set(categories):
             prompt_texts.definition(category)
         return self.decide_responses(self.respond(images, categories), sample_ids)
+
+    def decide_general(
+        self, images: Sequence[Image.Image], sample_ids: Sequence[str]
+    ) -> VLMDecision:
+        """Decide on `images` with `general_prompts()` only (no category definition)."""
+        check_inputs(images, list(sample_ids), sample_ids)
+        prompts = self.general_prompts()
+        return self.decide_responses(self.respond_to([prompts] * len(images), images), sample_ids)
 
 
 class TransformersJudge(VLMJudge):

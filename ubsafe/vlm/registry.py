@@ -78,6 +78,34 @@ WEIGHT_FILES: dict[str, tuple[WeightFile, ...]] = {
 }
 
 
+#: The registry's VLM judges; `ubsafe weights fetch` downloads their files only when named.
+JUDGE_CLASSIFIERS: tuple[str, ...] = ("llava", "instructblip", "gpt4v", "perspective-llava")
+
+
+def fetch_files(classifier: str) -> tuple[WeightFile, ...]:
+    """Everything `ubsafe weights fetch` downloads for a VLM judge of the classifier registry:
+    whole checkpoints (the registry entry lists only the files checked before a job), the response
+    converter, and for `gpt4v` the published answers it replays."""
+    if classifier == "llava":
+        return LLAVA_FILES + CONVERTER_FILES
+    if classifier == "instructblip":
+        return INSTRUCTBLIP_FILES + CONVERTER_FILES
+    if classifier == "perspective-llava":
+        return LLAVA_FILES
+    if classifier == "gpt4v":
+        from ubsafe.vlm.replay import response_files
+
+        return CONVERTER_FILES + response_files("gpt4v")
+    raise ValueError(
+        f"{classifier!r} is not a VLM judge; choose one of {', '.join(JUDGE_CLASSIFIERS)}"
+    )
+
+
+def responses_dir(weights_dir: str | os.PathLike[str]) -> Path:
+    """Where `ubsafe weights fetch` puts the published answers: `DIR/hf/<responses repo>`."""
+    return Path(weights_dir) / "hf" / RESPONSES_REPO
+
+
 def model_dir(weights_dir: str | os.PathLike[str], repo: str) -> Path:
     """`DIR/hf/<repo>`: where a transformers-format repository is stored."""
     return Path(weights_dir) / "hf" / repo

@@ -22,6 +22,9 @@ from ubsafe.vlm.registry import (
     model_dir,
 )
 
+#: Small enough that even the tiny models are written as an index and several shards.
+SHARD_SIZE = "300KB"
+
 #: Typical judge answers, so the tiny tokenizers know the words the tests use.
 SAMPLE_RESPONSES = (
     "The image is safe.",
@@ -163,7 +166,8 @@ def save_tiny_llava(
         num_additional_image_tokens=1,
     )
     folder = model_dir(weights_dir, LLAVA_REPO)
-    model.save_pretrained(folder)
+    # Sharded with an index, as the published checkpoints are.
+    model.save_pretrained(folder, max_shard_size=SHARD_SIZE)
     processor.save_pretrained(folder)
     return folder
 
@@ -221,7 +225,8 @@ def save_tiny_instructblip(
         num_query_tokens=queries,
     )
     folder = model_dir(weights_dir, INSTRUCTBLIP_REPO)
-    model.save_pretrained(folder)
+    # Sharded with an index, as the published checkpoints are.
+    model.save_pretrained(folder, max_shard_size=SHARD_SIZE)
     processor.save_pretrained(folder)
     return folder
 

@@ -63,6 +63,9 @@ class PerspectiveJudge(LlavaJudge):
     def prompts_for(self, category: str) -> tuple[str, ...]:
         return (self.prompt,)
 
+    def general_prompts(self) -> tuple[str, ...]:
+        return (self.prompt,)
+
 
 def f1_binary(labels: np.ndarray, preds: np.ndarray) -> float:
     """F1 with unsafe as positive; 0.0 when undefined (scikit-learn's zero_division=0 default)."""

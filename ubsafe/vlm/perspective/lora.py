@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from ubsafe.vlm.judge import GenerationSettings
     from ubsafe.vlm.llava import LlavaJudge
 
 #: LoRA targets: the language model's linear layers (attention and MLP), as LLaVA selects them.
@@ -233,8 +234,12 @@ def load_perspective(
     seed: int = 0,
     batch_size: int = 8,
     listed: Sequence[str] | None = None,
+    settings: GenerationSettings | None = None,
 ) -> Any:
-    """A PerspectiveVision judge: LLaVA-1.5 from the weights directory with the adapter merged."""
+    """A PerspectiveVision judge: LLaVA-1.5 from the weights directory with the adapter merged.
+
+    Decoding is greedy up to 512 new tokens (eval.py's) unless `settings` say otherwise.
+    """
     from ubsafe.taxonomy import CATEGORIES
     from ubsafe.vlm.llava import load_llava_parts
     from ubsafe.vlm.perspective.evaluate import PerspectiveJudge
@@ -247,6 +252,7 @@ def load_perspective(
         listed=tuple(listed or CATEGORIES),
         seed=seed,
         batch_size=batch_size,
+        settings=settings,
     )
 
 
@@ -342,10 +348,12 @@ def fine_tune(
     settings: LoraSettings | None = None,
     device: str = "auto",
     dtype: str | None = None,
+    sources: Sequence[str] | None = None,
 ) -> Path:
     """The PerspectiveVision training job: training set → LoRA fine-tuning → adapter folder.
 
-    `rows` is the train split (sample_id, label, category, source, in dataset order). The adapter,
+    `rows` is the train split (sample_id, label, category, source, in dataset order); `sources`
+    the order in which the training set takes the sources (default UnsafeBench's). The adapter,
     the training conversations and the report appear in `out_dir` all at once (the folder is
     written under a temporary name and renamed), so a killed job leaves nothing that looks done;
     a finished one is not redone.
@@ -361,7 +369,10 @@ def fine_tune(
     if (out_dir / "adapter_config.json").is_file():
         return out_dir
     settings = settings or LoraSettings()
-    examples = build_training_set(rows, seed=settings.seed)
+    if sources is None:
+        examples = build_training_set(rows, seed=settings.seed)
+    else:
+        examples = build_training_set(rows, seed=settings.seed, sources=tuple(sources))
     model, processor = load_llava_parts(weights_dir, device=device, dtype=dtype)
     judge = LlavaJudge(model, processor, RuleConverter())
     peft_model, report = train_lora(judge, examples, load_image, settings)
