@@ -112,7 +112,8 @@ def summarise(run: object, report: Path | None) -> str:
                     )
                     lines.append(
                         f"  {classifier:<16} {kind:<10} {row.perturbation} {level}: "
-                        f"{row.robust_accuracy:.3f} [{row.ra_lo:.3f}, {row.ra_hi:.3f}] of {int(row.n)}"
+                        f"{row.robust_accuracy:.3f} [{row.ra_lo:.3f}, {row.ra_hi:.3f}] "
+                        f"of {int(row.n)}"
                     )
     lines += ["", f"results: {results}"]
     if report is not None:

@@ -156,18 +156,22 @@ class Profile:
     stages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     description: str = ""
 
-    def for_stage(self, stage: str, flags: Mapping[str, Any]) -> Resources:
+    def for_stage(
+        self, stage: str, flags: Mapping[str, Any], *, cpu_only: bool | None = None
+    ) -> Resources:
         """The stage's resources: profile < no GPU for CPU-only stages < [stage.X] < flags.
 
-        `--gpus-per-task` does not apply to CPU-only stages (fit, compare, reduce, report).
+        `--gpus-per-task` does not apply to CPU-only stages (by default fit, compare, reduce,
+        report; the caller says when a stage is CPU-only for its run).
         """
+        cpu_only = stage in CPU_STAGES if cpu_only is None else cpu_only
         resources = self.defaults
-        if stage in CPU_STAGES:
+        if cpu_only:
             resources = replace(resources, gpus_per_task=0)
         if stage in self.stages:
             resources = resources.updated(self.stages[stage], origin=f"[stage.{stage}]")
         flag_values = {k: v for k, v in flags.items() if v is not None}
-        if stage in CPU_STAGES:
+        if cpu_only:
             flag_values.pop("gpus_per_task", None)
         return resources.updated(flag_values, origin="command line")
 

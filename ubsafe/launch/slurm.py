@@ -121,6 +121,17 @@ class StagePlan:
         return sum(len(a) for a in self.arrays)
 
 
+def cpu_only(run: Run, stage: str) -> bool:
+    """Stages that read cached arrays need no GPU, except `compare` with VLM judges (it runs them
+    on perturbed images)."""
+    from ubsafe.launch.profiles import CPU_STAGES
+    from ubsafe.stages.compare import is_vlm
+
+    if stage == "compare" and any(is_vlm(name) for name in run.config.classifiers):
+        return False
+    return stage in CPU_STAGES
+
+
 def plan_submission(
     run: Run,
     target: str,
@@ -139,7 +150,7 @@ def plan_submission(
     for stage in target_stages(target):
         if not stage.applies(run):
             continue
-        resources = profile.for_stage(stage.name, flags)
+        resources = profile.for_stage(stage.name, flags, cpu_only=cpu_only(run, stage.name))
         limit = resources.max_array_size or cluster_limit
         if limit is None:
             limit = cluster_limit = cluster_max_array_size()

@@ -44,6 +44,12 @@ COLUMNS = (
 )
 
 
+def is_vlm(name: str) -> bool:
+    from ubsafe.classifiers import get_entry
+
+    return get_entry(name).module == "ubsafe.vlm.classifier"
+
+
 def applies(run: Run) -> bool:
     from ubsafe.stages import attack, perturb
 
@@ -238,6 +244,10 @@ def run_shard(run: Run, shard: int) -> None:
             frames += compare_embeddings(run, name, chosen, shard, clean_pred)
         else:
             frames += compare_images(run, name, chosen)
+            if is_vlm(name):  # targeted attacks on the judge's answer (ubsafe.vlm.robustness)
+                from ubsafe.vlm.robustness import attack_rows
+
+                frames.append(attack_rows(run, name, shard))
     frames += compare_attacks(run, shard)
     result = pd.concat(frames, ignore_index=True) if frames else frame(**{c: [] for c in COLUMNS})
     shardfile.write(

@@ -52,6 +52,9 @@ def check_weights(config: RunConfig) -> None:
     """Stop before any job when a weight file is missing, naming it and the fix."""
     from ubsafe import weights
     from ubsafe.classifiers import get_entry, weight_files
+    from ubsafe.vlm.classifier import check_config
+
+    check_config(config)  # VLM judges: responses to replay, adapters, converter files
     from ubsafe.encoders import weight_files as encoder_files
 
     for key in encoders_needed(config):

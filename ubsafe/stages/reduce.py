@@ -195,14 +195,14 @@ def merge_scores(run: Run, shards: list[int], out: Path) -> Merged:
 def unscored_reasons(run: Run, merged: Merged, lost_shards: list[int]) -> pd.DataFrame:
     """Plan rows in neither predictions nor skipped: say why (coverage, split, missing shard)."""
     from ubsafe.classifiers import get_entry
-    from ubsafe.stages.score import coverage
+    from ubsafe.stages.score import covers
 
     plan = run.plan
     accounted = set(merged.predictions["sample_id"]) | set(merged.skipped["sample_id"])
     rest = plan[~plan["sample_id"].isin(accounted)]
     lost = set(lost_shards)
     rows = []
-    fitted = [n for n in run.config.classifiers if get_entry(n).fitted]
+    splits = {n: get_entry(n).scored_splits for n in run.config.classifiers}
     for sample_id, shard, category, split in rest[
         ["sample_id", "shard", "category", "split"]
     ].itertuples(index=False):
@@ -211,11 +211,15 @@ def unscored_reasons(run: Run, merged: Merged, lost_shards: list[int]) -> pd.Dat
                 (sample_id, "reduce", f"shard {shard}: score output missing (--allow-missing)")
             )
             continue
-        covering = [n for n in run.config.classifiers if category in coverage(run, n)]
+        covering = [n for n in run.config.classifiers if covers(run, n, category)]
         if not covering:
             reason = f"not scored: no configured classifier covers category {category!r}"
-        elif split == "train" and all(n in fitted for n in covering):
-            reason = f"not scored: train split, used to fit {', '.join(covering)}"
+        elif all(splits[n] and split not in splits[n] for n in covering):
+            reason = (
+                f"not scored: {split} split; {', '.join(covering)} "
+                f"{'is' if len(covering) == 1 else 'are'} scored on the "
+                f"{'/'.join(sorted({s for n in covering for s in splits[n]}))} split only"
+            )
         else:
             reason = "not scored: no score output for this row"
         rows.append((sample_id, "score", reason))

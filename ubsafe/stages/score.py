@@ -50,6 +50,15 @@ def coverage(run: Run, name: str) -> tuple[str, ...]:
     return tuple(run.config.coverage.get(name) or get_entry(name).categories)
 
 
+def covers(run: Run, name: str, category: str) -> bool:
+    """Whether `name` is judged on `category` (one covering all 11 also judges outside categories,
+    such as an external evaluation set's)."""
+    from ubsafe.taxonomy import CATEGORIES
+
+    covered = coverage(run, name)
+    return category in covered or (set(CATEGORIES) <= set(covered) and category not in CATEGORIES)
+
+
 def scored_mask(run: Run, rows: pd.DataFrame, name: str) -> np.ndarray:
     """Rows this classifier is judged on: covered categories (every category outside the
     taxonomy when it covers them all), in the splits it is scored on (fitted ones: test)."""
