@@ -19,6 +19,7 @@ from ubsafe.report.effectiveness import (
 )
 from ubsafe.report.load import RunResults, inputs_digest, load_runs
 from ubsafe.report.overview import runs_section, skipped_section
+from ubsafe.report.pooled import pooled_section
 from ubsafe.report.robustness import robustness_section
 
 #: Bump when the report's content changes for the same results (a current report is then redone).
@@ -36,6 +37,7 @@ def build_document(runs: list[RunResults]) -> Document:
         gap_section,
         precision_recall_section,
         pairs_section,
+        pooled_section,
         robustness_section,
         shift_section,
         skipped_section,
@@ -53,7 +55,8 @@ def build_document(runs: list[RunResults]) -> Document:
         INPUTS_META: " ".join(inputs_digest(run.root) for run in runs),
         VERSION_META: str(REPORT_VERSION),
     }
-    return Document(title, intro, [build(ctx) for build in builders], meta)
+    sections = [section for build in builders if (section := build(ctx)) is not None]
+    return Document(title, intro, sections, meta)
 
 
 def render_report(
