@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ubsafe.data.dataset import image_hash
-from ubsafe.data.issues import Issue
+from ubsafe.data.issues import Issue, missing_columns
 from ubsafe.data.unsafebench import open_parquet
 
 REQUIRED = ("image", "label")
@@ -66,17 +66,14 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
         issues += problems
         if pf is None:
             continue
-        missing = [c for c in REQUIRED if c not in pf.schema_arrow.names]
+        missing = missing_columns(
+            rel,
+            REQUIRED,
+            pf.schema_arrow.names,
+            "external sets need a base64 `image` column and a 0/1 `label` column",
+        )
         if missing:
-            issues.append(
-                Issue(
-                    "missing-column",
-                    rel,
-                    f"missing column(s) {', '.join(missing)} "
-                    f"(has: {', '.join(pf.schema_arrow.names)})",
-                    "external sets need a base64 `image` column and a 0/1 `label` column",
-                )
-            )
+            issues.append(missing)
             continue
         split = split_of(path)
         table = pf.read(columns=list(REQUIRED))

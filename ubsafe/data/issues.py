@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 #: How many issues of one kind are listed before the rest are summarised by count.
@@ -20,6 +21,22 @@ class Issue:
 
     def __str__(self) -> str:
         return f"{self.where}: {self.message} (fix: {self.fix})"
+
+
+def missing_columns(
+    where: str, required: Sequence[str], present: Iterable[object], fix: str
+) -> Issue | None:
+    """The issue for columns in `required` that are not `present`, or None when all are."""
+    names = [str(c) for c in present]
+    missing = [c for c in required if c not in names]
+    if not missing:
+        return None
+    return Issue(
+        "missing-column",
+        where,
+        f"missing column(s) {', '.join(missing)} (has: {', '.join(names)})",
+        fix,
+    )
 
 
 class DatasetError(Exception):

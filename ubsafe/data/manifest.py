@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ubsafe.data.dataset import image_hash, suggest
-from ubsafe.data.issues import Issue
+from ubsafe.data.issues import Issue, missing_columns
 from ubsafe.data.unsafebench import open_parquet
 from ubsafe.taxonomy import SAFETY_LABELS
 
@@ -80,21 +80,14 @@ def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
     frame, wheres, issues = _load(path)
     if frame is None:
         return None, issues, []
-    missing = [c for c in REQUIRED if c not in frame.columns]
+    missing = missing_columns(
+        path.name,
+        REQUIRED,
+        frame.columns,
+        "a manifest needs path, label, category, source (optionally split, sample_id)",
+    )
     if missing:
-        return (
-            None,
-            [
-                Issue(
-                    "missing-column",
-                    path.name,
-                    f"missing column(s) {', '.join(missing)} "
-                    f"(has: {', '.join(map(str, frame.columns))})",
-                    "a manifest needs path, label, category, source (optionally split, sample_id)",
-                )
-            ],
-            [],
-        )
+        return None, [missing], []
     root = path.parent
     records = []
     for where, row in zip(wheres, frame.to_dict("records"), strict=True):

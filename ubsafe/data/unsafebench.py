@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ubsafe.data.dataset import image_hash, suggest
-from ubsafe.data.issues import Issue
+from ubsafe.data.issues import Issue, missing_columns
 from ubsafe.taxonomy import SAFETY_LABELS, SPLITS
 
 REQUIRED = ("image", "safety_label", "category", "source")
@@ -83,17 +83,14 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
         issues += problems
         if pf is None:
             continue
-        missing = [c for c in REQUIRED if c not in pf.schema_arrow.names]
+        missing = missing_columns(
+            rel,
+            REQUIRED,
+            pf.schema_arrow.names,
+            "use the UnsafeBench layout: image, safety_label, category, source, text",
+        )
         if missing:
-            issues.append(
-                Issue(
-                    "missing-column",
-                    rel,
-                    f"missing column(s) {', '.join(missing)} "
-                    f"(has: {', '.join(pf.schema_arrow.names)})",
-                    "use the UnsafeBench layout: image, safety_label, category, source, text",
-                )
-            )
+            issues.append(missing)
             continue
         frame, problems = _read_file(root, pf, rel, split, next_row[split])
         next_row[split] += pf.metadata.num_rows
