@@ -115,7 +115,8 @@ def main() -> None:
     )
     print(f"encoder alone on ready tensors: {baseline:8.1f} images/s (median of {args.rounds})")
     print(
-        f"embed stage from image bytes:   {stage:8.1f} images/s (decode, resize, crop, encode, write)"
+        f"embed stage from image bytes:   {stage:8.1f} images/s "
+        "(decode, resize, crop, encode, write)"
     )
     print(f"ratio stage / encoder: {stage / baseline:.1%}  (goal >= 90%)")
 
