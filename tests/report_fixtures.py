@@ -300,6 +300,7 @@ def write_results(
     robustness: bool = True,
     shift: bool = True,
     n_skipped: int = 9,
+    dataset: str = "/data/unsafebench-demo",
 ) -> Written:
     """Write `root/results/` as the reduce stage does; return what was written."""
     rng = np.random.default_rng(seed)
@@ -331,7 +332,7 @@ def write_results(
     summary = {
         "config_hash": f"v1-{seed:012d}",
         "target": "all" if robustness else "effectiveness",
-        "dataset": "/data/unsafebench-demo",
+        "dataset": dataset,
         "dataset_format": "unsafebench",
         "fingerprint": hashlib.sha256(str(seed).encode()).hexdigest(),
         "n_samples": n + n_skipped,

@@ -162,6 +162,29 @@ def test_two_runs_side_by_side(alpha: Written, beta: Written, pair_report: Path)
     assert (pair_report.parent / "report.md").is_file()
 
 
+def test_runs_on_different_datasets_are_pooled(
+    alpha: Written, pair_report: Path, tmp_path: Path
+) -> None:
+    captions = [table.caption for table in page(pair_report).tables]
+    assert "F1 per dataset and pooled over all of them" not in captions, "same data: no pooling"
+    other = write_results(tmp_path / "other", seed=2, robustness=False, dataset="/data/smid")
+    view = page(render_report([alpha.root, other.root], tmp_path / "report"))
+    table = view.table("F1 per dataset and pooled over all of them")
+    both = pd.concat([alpha.predictions, other.predictions])
+    for classifier in ("q16", "nudenet"):
+        for dataset, rows in (
+            ("unsafebench-demo", alpha.predictions),
+            ("smid", other.predictions),
+            ("overall", both),
+        ):
+            mine = rows[rows.classifier == classifier]
+            value, interval = table.cell((classifier, dataset), "F1").split("\n")
+            assert value == f"{f1_score(mine.label, mine.pred, zero_division=0):.3f}"
+            lo, hi = (float(v) for v in interval.strip("[]").split(", "))
+            assert lo <= float(value) <= hi
+            assert table.cell((classifier, dataset), "n") == str(len(mine))
+
+
 def test_gap_marks_and_summary_follow_the_p_values(alpha: Written, alpha_report: Path) -> None:
     gaps = results(alpha, "gaps.csv")
     f1 = gaps[gaps.metric == "f1"].dropna(subset=["p_value"])

@@ -1,7 +1,8 @@
 """F1 pooled over several runs' images (PerspectiveVision's headline: one run per dataset).
 
-Only for several runs: each run's classifiers on its dataset, then `overall`, every image of every
-run pooled, with a 95 % multinomial bootstrap interval from the pooled confusion cells.
+Only for several runs on different datasets (runs that compare settings on the same data have
+nothing to pool): each run's classifiers on its dataset, then `overall`, every image of every run
+pooled, with a 95 % multinomial bootstrap interval from the pooled confusion cells.
 """
 
 from __future__ import annotations
@@ -41,7 +42,10 @@ def pooled_table(ctx: Context) -> pd.DataFrame:
 
 
 def pooled_section(ctx: Context) -> Section | None:
-    if not ctx.several:
+    from ubsafe.vlm.perspective.pooled import dataset_name
+
+    names = [dataset_name(run.root) for run in ctx.runs]
+    if not ctx.several or len(set(names)) < len(names):
         return None
     section = Section("pooled", "Pooled over the runs' datasets")
     section.add(
@@ -51,7 +55,10 @@ def pooled_section(ctx: Context) -> Section | None:
             multinomial bootstrap interval from the pooled confusion cells."""
         )
     )
-    table = pooled_table(ctx)
+    try:
+        table = pooled_table(ctx)
+    except (ValueError, FileNotFoundError) as exc:
+        return section.add(prose(f"Not pooled: {exc}."))
     if table.empty:
         return section.add(prose("No predictions to pool (results/predictions.parquet absent)."))
     return section.add(Table(table, "F1 per dataset and pooled over all of them"))

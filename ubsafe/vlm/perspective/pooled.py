@@ -2,11 +2,13 @@
 dataset and pooled over all their images ("overall", 0.810 claimed on six datasets).
 
 Each dataset is one run (UnsafeBench's test split in one, each external set in its own); this reads
-every run's `results/predictions.parquet` and names the dataset after the run's dataset folder.
+every run's `results/` alone (`predictions.parquet`, and `summary.json` for the dataset's name: the
+run's dataset folder).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +24,18 @@ COLUMNS: tuple[str, ...] = ("classifier", "dataset", "n", "n_unsafe", "tp", "fp"
 COLUMNS += ("precision", "recall", "f1")
 
 
-def _dataset_name(run_dir: Path) -> str:
-    from ubsafe.config import load_run_config
-    from ubsafe.rundir import RUN_TOML
+def dataset_name(run_dir: Path) -> str:
+    """The name of the dataset a reduced run evaluated: its folder's name, from
+    `results/summary.json` (else `run.toml`, else the run folder's own name)."""
+    summary = run_dir / "results" / "summary.json"
+    dataset = None
+    if summary.is_file():
+        dataset = json.loads(summary.read_text()).get("dataset")
+    elif (run_dir / "run.toml").is_file():
+        from ubsafe.config import load_run_config
 
-    config = load_run_config(run_dir / RUN_TOML)
-    return Path(config.dataset).name if config.dataset else run_dir.name
+        dataset = load_run_config(run_dir / "run.toml").dataset
+    return Path(str(dataset)).name if dataset else run_dir.name
 
 
 def _row(classifier: str, dataset: str, labels: object, preds: object) -> dict[str, object]:
@@ -72,7 +80,7 @@ def pooled_over_runs(
         path = run_dir / "results" / "predictions.parquet"
         if not path.is_file():
             raise FileNotFoundError(f"{path} is missing; reduce the run first (`ubsafe reduce`)")
-        name = _dataset_name(run_dir)
+        name = dataset_name(run_dir)
         if name in tables:
             raise ValueError(
                 f"two runs evaluate the dataset {name!r}; pooling would count its images twice"
