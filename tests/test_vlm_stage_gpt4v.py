@@ -74,7 +74,8 @@ def publish(root: Path, plan: pd.DataFrame, *, skip=(), move=None) -> Path:
 
 
 def plan_of(dataset: Path, tmp_path: Path, weights: Path) -> pd.DataFrame:
-    run = start_run(tmp_path / "probe-plan", dataset, weights, classifiers="gpt4v")
+    """The plan a run of this dataset gets (it does not depend on the classifiers)."""
+    run = start_run(tmp_path / "probe-plan", dataset, weights, classifiers="probe-real")
     return run.plan
 
 
@@ -131,11 +132,13 @@ def test_replay_refuses_with_counts_instead_of_dropping_rows(tmp_path, weights, 
 
 
 def test_replay_without_the_published_answers_says_how_to_fetch_them(tmp_path, weights, dataset):
-    run = start_run(tmp_path / "run", dataset, weights, classifiers="gpt4v", vlm_converter="rules")
-    assert run_stages(run) == {"score": list(range(run.n_shards))}
-    message = error_of(run, "score", 0)["message"]
+    """Refused before anything is planned, not discovered by every score task."""
+    with pytest.raises(FileNotFoundError) as refused:
+        start_run(tmp_path / "run", dataset, weights, classifiers="gpt4v", vlm_converter="rules")
+    message = str(refused.value)
     assert "hf/yiting/unsafebench_vlm_responses" in message
     assert "ubsafe data fetch vlm-responses" in message
+    assert not (tmp_path / "run").exists(), "nothing is written"
 
 
 def test_query_mode_asks_the_endpoint_once_per_question(tmp_path, weights, dataset, monkeypatch):
