@@ -272,15 +272,8 @@ def fitted_path(fitted_dir: str | os.PathLike[str], name: str) -> Path:
     return Path(fitted_dir) / f"{name}.safetensors"
 
 
-def load(
-    entry: ClassifierEntry,
-    weights_dir: Path,
-    *,
-    device: str = "cpu",
-    fitted_dir: Path | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> Probe:
-    """The probe that the run's fit stage wrote to `fitted_dir/<name>.safetensors`."""
+def existing_fitted_path(entry: ClassifierEntry, fitted_dir: Path | None) -> Path:
+    """The fitted file of `entry` in the run's `fitted_dir`; raises, naming what to run, if not."""
     if fitted_dir is None:
         raise FittedWeightsMissingError(
             f"{entry.name} is fitted within a run: pass the run's fitted/ directory (fitted_dir)"
@@ -291,4 +284,16 @@ def load(
             f"{entry.name}: {path} does not exist; run the fit stage first "
             "(`ubsafe run effectiveness ...` runs it before scoring)"
         )
-    return Probe.read(path, entry=entry)
+    return path
+
+
+def load(
+    entry: ClassifierEntry,
+    weights_dir: Path,
+    *,
+    device: str = "cpu",
+    fitted_dir: Path | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Probe:
+    """The probe that the run's fit stage wrote to `fitted_dir/<name>.safetensors`."""
+    return Probe.read(existing_fitted_path(entry, fitted_dir), entry=entry)

@@ -113,18 +113,9 @@ def load(
     options: Mapping[str, Any] | None = None,
 ) -> FastPerspectiveClassifier:
     """The probes the run's fit stage wrote to `fitted_dir/perspective-fast.safetensors`."""
-    from ubsafe.classifiers.probe import FittedWeightsMissingError, fitted_path
+    from ubsafe.classifiers.probe import existing_fitted_path
 
-    if fitted_dir is None:
-        raise FittedWeightsMissingError(
-            f"{entry.name} is fitted within a run: pass the run's fitted/ directory (fitted_dir)"
-        )
-    path = fitted_path(fitted_dir, entry.name)
-    if not path.is_file():
-        raise FittedWeightsMissingError(
-            f"{entry.name}: {path} does not exist; run the fit stage first "
-            "(`ubsafe run effectiveness ...` runs it before scoring)"
-        )
+    path = existing_fitted_path(entry, fitted_dir)
     model = FastPerspective.load(path)
     if tuple(model.categories) != tuple(entry.categories):
         raise ValueError(
