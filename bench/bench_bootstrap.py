@@ -36,7 +36,7 @@ from ubsafe.kernels import (
 )
 from ubsafe.taxonomy import CATEGORIES
 
-#: Covered categories per classifier in the paper (reference/unsafebench.md §2).
+#: Covered categories per classifier in the paper.
 COVERAGE: dict[str, tuple[str, ...]] = {
     "q16": tuple(c for c in CATEGORIES if c not in ("Sexual", "Spam")),
     "multiheaded": ("Sexual", "Violence", "Shocking", "Hate", "Political"),
@@ -45,7 +45,7 @@ COVERAGE: dict[str, tuple[str, ...]] = {
     "nudenet": ("Sexual",),
 }
 SOURCES = ("real", "ai")
-#: Test-split (unsafe, total) per category (reference/unsafebench.md §1.2), scaled to 10,146 rows.
+#: Test-split (unsafe, total) per category of UnsafeBench, scaled to 10,146 rows.
 SPLIT = {
     "Sexual": (150, 211), "Shocking": (114, 231), "Harassment": (40, 187), "Violence": (79, 193),
     "Self-harm": (29, 199), "Hate": (29, 199), "Public and personal health": (55, 155),

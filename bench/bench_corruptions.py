@@ -404,6 +404,9 @@ def main() -> None:
         help="torch threads (default 1, like the single-threaded baseline; 0: torch's default)",
     )
     parser.add_argument(
+        "--device", default="cpu", help="where the batched side runs: cpu, cuda (baseline: CPU)"
+    )
+    parser.add_argument(
         "--clock",
         choices=("wall", "cpu"),
         default="wall",
@@ -416,7 +419,8 @@ def main() -> None:
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     uint8_images = make_images(args.images, args.size)
     print(
-        f"{args.images} images of {args.size}x{args.size}, torch {torch.__version__} on "
+        f"{args.images} images of {args.size}x{args.size}, batched on {args.device}, "
+        f"torch {torch.__version__} on "
         f"{torch.get_num_threads()} threads, {args.clock} clock, median of {args.repeats}"
     )
     header = ("perturbation", "sev", "per-image ms/img", "batched ms/img", "ratio")
@@ -433,7 +437,13 @@ def main() -> None:
             severities = perturbation.info.severities[:1]
         for severity in severities:
             base, batched = measure(
-                perturbation, BASELINES[name], severity, uint8_images, args.repeats, clock
+                perturbation,
+                BASELINES[name],
+                severity,
+                uint8_images,
+                args.repeats,
+                clock,
+                device=args.device,
             )
             total_base += base
             total_batched += batched
@@ -457,14 +467,20 @@ def measure(
     uint8_images: np.ndarray,
     repeats: int,
     clock: Callable[[], float],
+    *,
+    device: str = "cpu",
 ) -> tuple[float, float]:
     """Seconds for the per-image baseline and for one batched call, on the same images."""
     name = perturbation.name
     batch = torch.from_numpy(uint8_images).permute(0, 3, 1, 2).float().div(255).contiguous()
+    batch = batch.to(device)
     seeds = [perturbation_seed(0, f"img-{i}", name, severity) for i in range(len(batch))]
 
     def run_batched() -> torch.Tensor:
-        return perturbation.apply(batch, severity, seeds, normalization=CLIP_NORMALIZATION)
+        out = perturbation.apply(batch, severity, seeds, normalization=CLIP_NORMALIZATION)
+        if out.is_cuda:
+            torch.cuda.synchronize()
+        return out
 
     def run_baseline() -> list[np.ndarray]:
         np.random.seed(0)

@@ -21,7 +21,8 @@ import numpy as np
 def bench_generation(n_images: int, new_tokens: int) -> None:
     from PIL import Image
 
-    from ubsafe.vlm import prompts, tiny
+    from ubsafe.testing import tiny
+    from ubsafe.vlm import prompts
     from ubsafe.vlm.converter import RuleConverter
     from ubsafe.vlm.judge import GenerationSettings
     from ubsafe.vlm.llava import load_llava
@@ -83,8 +84,8 @@ def bench_fast(dim: int) -> None:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
 
+    from ubsafe.classifiers.perspective_fast import FastSettings, fit_fast
     from ubsafe.taxonomy import CATEGORIES
-    from ubsafe.vlm.perspective.fast import FastSettings, fit_fast
 
     sample = _world(dim)
     xr, yr, cr = sample(4045, ai=False)  # UnsafeBench train split: 4,045 LAION + 4,064 Lexica

@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+#: The viewport reports are checked at (a laptop screen).
+WIDTH, HEIGHT = 1280, 900
+
 #: Flags that matter on a closed network and in containers (no sandbox, no /dev/shm, no updates).
 FLAGS = (
     "--headless",

@@ -1,4 +1,4 @@
-"""A realistic results/ set for report tests: every file the reduce stage writes (DESIGN §3), built
+"""A realistic results/ set for report tests: every file the reduce stage writes, built
 from synthetic predictions with scikit-learn and NumPy, for several classifiers, all 11 categories,
 real and AI-generated images, and (optionally) robustness rows."""
 
@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from ubsafe.taxonomy import CATEGORIES
 
-#: The paper's coverage (reference/unsafebench.md §2.1) plus a probe on all 11 categories.
+#: The paper's coverage plus a probe on all 11 categories.
 COVERAGE: dict[str, tuple[str, ...]] = {
     "q16": tuple(c for c in CATEGORIES if c not in ("Sexual", "Spam")),
     "multiheaded": ("Sexual", "Violence", "Shocking", "Hate", "Political"),
@@ -252,6 +252,8 @@ def _robustness(pred: pd.DataFrame, rng: np.random.Generator, seed: int) -> pd.D
                 )
                 ra = float(np.clip(1 - harm + rng.normal(0, 0.01), 0, 1))
                 half = 1.96 * np.sqrt(ra * (1 - ra) / max(correct, 1))
+                flip = float(np.clip(0.8 * (1 - ra) + 0.01, 0, 1))
+                flip_half = 1.96 * np.sqrt(flip * (1 - flip) / max(len(rows), 1))
                 cosine = (
                     float("nan")
                     if name in IMAGE_CLASSIFIERS
@@ -267,13 +269,39 @@ def _robustness(pred: pd.DataFrame, rng: np.random.Generator, seed: int) -> pd.D
                         "robust_accuracy": ra,
                         "ra_lo": max(0.0, ra - half),
                         "ra_hi": min(1.0, ra + half),
-                        "flip_rate": float(np.clip(0.8 * (1 - ra) + 0.01, 0, 1)),
+                        "flip_rate": flip,
                         "mean_cosine": cosine,
                         "family": family,
                         "seed": seed,
+                        "n_images": len(rows),
+                        "flip_lo": max(0.0, flip - flip_half),
+                        "flip_hi": min(1.0, flip + flip_half),
                     }
                 )
     return pd.DataFrame(records)
+
+
+def _robustness_family(rob: pd.DataFrame) -> pd.DataFrame:
+    """robustness_family.csv's layout from the per-perturbation rows: family means, with
+    normal-approximation intervals (the reduce's are cluster-bootstrap ones)."""
+    out = (
+        rob.groupby(["classifier", "family", "source"], sort=False)
+        .agg(
+            n_images=("n_images", "min"),
+            n=("n", "min"),
+            robust_accuracy=("robust_accuracy", "mean"),
+            flip_rate=("flip_rate", "mean"),
+            mean_cosine=("mean_cosine", "mean"),
+        )
+        .reset_index()
+    )
+    for column, base in (("robust_accuracy", "n"), ("flip_rate", "n_images")):
+        value = out[column]
+        half = 1.96 * np.sqrt(value * (1 - value) / out[base].clip(lower=1))
+        out[f"{column}_lo"], out[f"{column}_hi"] = (value - half).clip(0), (value + half).clip(0, 1)
+    out["mean_cosine_lo"] = out["mean_cosine"] - 0.004
+    out["mean_cosine_hi"] = out["mean_cosine"] + 0.004
+    return out
 
 
 def _shift(samples: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -324,7 +352,9 @@ def write_results(
     _pairs(pred, rng).to_csv(results / "pairs.csv", index=False)
     skipped.to_csv(results / "skipped.csv", index=False)
     if robustness:
-        _robustness(pred, rng, seed).to_csv(results / "robustness.csv", index=False)
+        rob = _robustness(pred, rng, seed)
+        rob.to_csv(results / "robustness.csv", index=False)
+        _robustness_family(rob).to_csv(results / "robustness_family.csv", index=False)
     if shift:
         table, projection = _shift(samples, rng)
         table.to_csv(results / "shift.csv", index=False)

@@ -1,7 +1,7 @@
 """q16, multiheaded and nsfw_detector against NumPy re-computations of the reference rules.
 
 Weights are random, written in the released formats and loaded back through `load_classifier`.
-The references below are written from reference/classifiers.md (§1.2, §4, §3.3), in float64 NumPy,
+The references below are written from the classifiers' published code, in float64 NumPy,
 independently of ubsafe's torch modules.
 """
 
@@ -276,6 +276,7 @@ def test_bad_input_shapes_and_values_are_refused(case: Case) -> None:
     assert pred.shape == (0,) and score.shape == (0,)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_surrogate_on_the_gpu_agrees_with_the_cpu_decision(
     weights_dir: Path, q16_case: Case, embeddings: np.ndarray

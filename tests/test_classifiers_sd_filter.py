@@ -1,6 +1,6 @@
 """sd_filter against diffusers' `StableDiffusionSafetyChecker` on the same random weights.
 
-A tiny random checker (reference/classifiers.md §2.5) gets concept vectors and thresholds chosen so
+A tiny random checker gets concept vectors and thresholds chosen so
 that both outcomes, special-care hits and near-threshold scores occur; its state dict is written in
 the released checkpoint's layout and loaded back through `load_classifier`. Decisions must be
 identical on every image.

@@ -13,7 +13,14 @@ import pytest
 
 from ubsafe.data.demo import write_demo
 
-RESULT_FILES = ("effectiveness.csv", "gaps.csv", "pairs.csv", "skipped.csv", "shift.csv")
+RESULT_FILES = (
+    "effectiveness.csv",
+    "gaps.csv",
+    "pairs.csv",
+    "skipped.csv",
+    "unscored.csv",
+    "shift.csv",
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +88,17 @@ def test_results_identical_for_numba_threads_1_and_2(runs: dict[int, Path], tmp_
     )
 
 
-def test_every_row_is_predicted_or_skipped(runs: dict[int, Path]) -> None:
+def test_every_row_is_predicted_skipped_or_unscored(runs: dict[int, Path]) -> None:
     run = runs[3]
     plan = pd.read_parquet(run / "plan.parquet")
     predicted = set(pd.read_parquet(run / "results" / "predictions.parquet")["sample_id"])
     skipped = pd.read_csv(run / "results" / "skipped.csv")
-    assert set(plan["sample_id"]) == predicted | set(skipped["sample_id"])
-    assert not (predicted & set(skipped["sample_id"]))
-    assert skipped["reason"].str.len().min() > 0
+    unscored = pd.read_csv(run / "results" / "unscored.csv")
+    kinds = [predicted, set(skipped["sample_id"]), set(unscored["sample_id"])]
+    assert set(plan["sample_id"]) == set().union(*kinds)
+    assert sum(len(k) for k in kinds) == len(plan), "no row is of two kinds"
+    for table in (skipped, unscored):
+        assert table.empty or table["reason"].str.len().min() > 0
 
 
 def test_effectiveness_table_matches_sklearn(runs: dict[int, Path]) -> None:

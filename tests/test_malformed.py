@@ -123,8 +123,8 @@ def no_layout(tmp: Path) -> Path:
 CORPUS: list[tuple[str, Callable[[Path], Path], list[str]]] = [
     (
         "missing column",
-        ub(drop="safety_label"),
-        ["missing column(s) safety_label", "train-00000-of-00001.parquet"],
+        ub(drop="category"),
+        ["missing column(s) category", "train-00000-of-00001.parquet"],
     ),
     (
         "label with a space",
@@ -191,7 +191,7 @@ CORPUS: list[tuple[str, Callable[[Path], Path], list[str]]] = [
     (
         "manifest missing a column",
         manifest(lambda rows: [r.pop("category") for r in rows]),
-        ["missing column(s) category", "a manifest needs path, label, category, source"],
+        ["missing column(s) category", "a manifest needs path, category, source"],
     ),
     ("broken JSONL line", bad_jsonl, ["manifest.jsonl:line 2", "is not valid JSON"]),
     ("invalid base64 image", bad_base64, ["row 1", "image is not valid base64"]),

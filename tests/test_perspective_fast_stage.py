@@ -35,8 +35,8 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, demo_dir: Path):
 def reference_fit(run, **settings):
     """The probes fitted directly on the train rows read from the plan and the embedding cache."""
     from ubsafe import embeddings as store
+    from ubsafe.classifiers.perspective_fast import FastSettings, fit_fast
     from ubsafe.stages.embed import cache_key
-    from ubsafe.vlm.perspective.fast import FastSettings, fit_fast
 
     plan = run.plan.set_index("sample_id")
     train = sorted(plan.index[plan["split"] == "train"])

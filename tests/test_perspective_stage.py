@@ -25,8 +25,8 @@ from vlm_stage_fixtures import (
 )
 
 from ubsafe.config import RunConfig
-from ubsafe.vlm import tiny
-from ubsafe.vlm.perspective import pooled_over_runs
+from ubsafe.report.pooled_f1 import pooled_over_runs
+from ubsafe.testing import tiny
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -237,8 +237,8 @@ def test_submit_runs_the_finetune_stage_as_a_gpu_job_before_score(
 
     result = cli(
         "submit", "effectiveness", demo_dir, "--out", tmp_path / "run", "--partition", "gpu",
-        "--gpus-per-task", 1, "--classifiers", "perspective-llava", "--weights-dir", weights,
-        "--dry-run",
+        "--gpus-per-task", 1, "--cpus-per-task", 2, "--classifiers", "perspective-llava",
+        "--weights-dir", weights, "--dry-run",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     headers = re.findall(r"^# --- (\w+): sbatch", result.output, re.MULTILINE)

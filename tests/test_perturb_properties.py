@@ -168,6 +168,7 @@ def test_paper_noise_has_l2_norm_001_in_normalised_space() -> None:
     np.testing.assert_allclose(norms.numpy(), 0.01, rtol=1e-3)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", ALL)
 def test_cuda_matches_cpu_and_is_batch_invariant(name: str) -> None:
@@ -180,7 +181,9 @@ def test_cuda_matches_cpu_and_is_batch_invariant(name: str) -> None:
     assert torch.equal(gpu[7], alone[0])
     # Same draws; arithmetic may round differently on the device (and glass/snow/JPEG-like
     # 8-bit steps can move a rare value by one level).
-    assert (gpu.cpu() - cpu).abs().mean() < 1e-3
+    # JPEG on CUDA is another codec (nvJPEG): close to libjpeg's result, not within rounding.
+    tolerance = 2e-2 if name == "jpeg_compression" else 1e-3
+    assert (gpu.cpu() - cpu).abs().mean() < tolerance
 
 
 def test_glass_copy_chain_by_pointer_jumping_equals_the_loop() -> None:

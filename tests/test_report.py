@@ -132,10 +132,11 @@ def test_table3_shows_each_f1_in_its_cell(alpha: Written, alpha_report: Path) ->
             ("multiheaded", "Political"),
             ("nsfw_detector", "Harassment"),
         ):
-            value, interval = table.cell((classifier,), category).split("\n")
+            value, interval, n = table.cell((classifier,), category).split("\n")
             assert value == f"{f1_of(alpha, classifier, category, source):.3f}"
-            lo, hi = eff.loc[(classifier, category, source), ["f1_lo", "f1_hi"]]
+            lo, hi, rows = eff.loc[(classifier, category, source), ["f1_lo", "f1_hi", "n"]]
             assert interval == f"[{lo:.3f}, {hi:.3f}]"
+            assert n == f"n={int(rows):,}" + (" †" if rows < 20 else "")
         assert table.cell(("q16",), "Sexual") == "—", "q16 does not cover Sexual"
         assert table.cell(("nudenet",), "Violence") == "—"
 
@@ -228,7 +229,7 @@ def test_precision_recall_lists_the_cells_where_they_disagree(
     table = page(alpha_report).table("|precision − recall| ≥ 0.25 (all images)")
     assert {(row[0], row[1]) for row in table.rows()} == expected
     for row in table.rows():
-        precision, recall, mostly = float(row[3]), float(row[4]), row[5]
+        precision, recall, mostly = float(row[4]), float(row[5]), row[6]
         assert mostly == ("misses unsafe" if precision > recall else "flags safe")
 
 
@@ -255,7 +256,8 @@ def test_robust_accuracy_by_corruption_severity_and_attack(
     digital = digital[
         (digital.classifier == "q16") & (digital.family == "digital") & (digital.source == "ai")
     ]
-    assert family.cell(("q16",), "digital", "AI") == f"{digital.robust_accuracy.mean():.3f}"
+    mean = family.cell(("q16",), "digital", "AI").split("\n")[0]
+    assert mean == f"{digital.robust_accuracy.mean():.3f}"
 
 
 def test_image_classifiers_have_no_drift_and_the_report_says_why(alpha_report: Path) -> None:

@@ -4,12 +4,11 @@ and screenshots of the page and of each figure are not blank."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from browser import Chromium, chromium_path
+from browser import HEIGHT, WIDTH, Chromium
 from PIL import Image, ImageStat
 from report_fixtures import write_results
 
@@ -17,8 +16,6 @@ from ubsafe.report import render_report
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = chromium_path()
-WIDTH, HEIGHT = 1280, 900
 FIGURES = {
     "effectiveness",
     "gap",
@@ -52,16 +49,6 @@ RECT = """(() => {
   const r = document.getElementById(%r).querySelector('img').getBoundingClientRect();
   return {x: r.left + window.scrollX, y: r.top + window.scrollY, width: r.width, height: r.height};
 })()"""
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Chromium]:
-    if CHROMIUM is None:
-        pytest.skip(
-            "headless Chromium is not installed; `bash env/system-packages.sh` (root) installs it"
-        )
-    with Chromium(CHROMIUM, width=WIDTH, height=HEIGHT) as chromium:
-        yield chromium
 
 
 def not_blank(png: bytes) -> tuple[tuple[int, int], float, int]:
@@ -118,6 +105,47 @@ def test_side_by_side_report_renders(browser: Chromium, tmp_path: Path) -> None:
     per_run = {f"{name}-alpha" for name in FIGURES - {"shift"}} | {"shift"}
     per_run |= {"effectiveness-beta", "gap-beta", "precision-recall-beta", "projection-beta"}
     assert figure_names(state) == per_run
+
+
+LAYOUT = """(() => {
+  const wraps = Array.from(document.querySelectorAll('.table-wrap')).map(w => ({
+    caption: w.querySelector('caption').textContent,
+    scroll: w.scrollWidth, client: w.clientWidth}));
+  const overall = Array.from(document.querySelectorAll('thead th'))
+    .filter(th => th.textContent.trim() === 'overall')
+    .map(th => {
+      const r = th.getBoundingClientRect();
+      return {caption: th.closest('table').caption.textContent, left: r.left, right: r.right,
+              y: r.top + window.scrollY};
+    });
+  return {wraps: wraps, overall: overall, viewport: window.innerWidth};
+})()"""
+
+
+def test_every_table_fits_at_1280_px_with_overall_in_view(
+    browser: Chromium, tmp_path: Path
+) -> None:
+    """At 1,280 px no table scrolls sideways, and the `overall` column of the F1 tables lies inside
+    the viewport; a screenshot of the first F1 table is kept for a person to look at."""
+    written = write_results(tmp_path / "alpha")
+    index = render_report([written.root])
+    browser.open(index)
+    layout = browser.evaluate(LAYOUT)
+    assert layout["viewport"] == WIDTH
+    too_wide = [w for w in layout["wraps"] if w["scroll"] > w["client"]]
+    assert too_wide == [], "tables that scroll sideways at 1,280 px"
+    assert {o["caption"] for o in layout["overall"]} >= {
+        "F1 on real-world images",
+        "F1 on AI-generated images",
+        "F1 on all images",
+    }
+    for column in layout["overall"]:
+        assert 0 <= column["left"] < column["right"] <= WIDTH, column
+    first = layout["overall"][0]
+    png = browser.screenshot({"x": 0, "y": first["y"] - 40, "width": WIDTH, "height": 420})
+    (tmp_path / "f1-table-1280.png").write_bytes(png)
+    size, spread, colours = not_blank(png)
+    assert size == (WIDTH, 420) and spread > 5 and colours > 8
 
 
 PIPELINE = (

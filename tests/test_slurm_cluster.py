@@ -13,7 +13,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -248,52 +247,75 @@ def test_up_refuses_to_overwrite_a_slurm_conf_it_did_not_write(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["slurm.conf"]
 
 
-# --- plain sbatch templates, against a stand-in worker ---------------------------------
+# --- plain sbatch templates, running the real worker on a real run ----------------------
 
-STUB_WORKER = """
-import os, pathlib, sys, time
-run_dir, stage, *shards = sys.argv[1:]
-attempts = pathlib.Path(run_dir, "attempts")
-with attempts.open("a") as f:
-    f.write("attempt\\n")
-if os.environ.get("STUB_HANG_FIRST_ATTEMPT") and attempts.read_text().count("attempt") == 1:
-    time.sleep(600)
-done = pathlib.Path(run_dir, "done")
-done.mkdir(exist_ok=True)
-task = os.environ["SLURM_ARRAY_JOB_ID"] + "_" + os.environ["SLURM_ARRAY_TASK_ID"]
-for shard in shards:
-    with (done / f"{stage}-{int(shard):05d}").open("a") as f:
-        f.write(task + "\\n")
-"""
 
-STUB_REDUCE = """
-import pathlib, sys
-command, run_dir, *options = sys.argv[1:]
-names = sorted(p.name for p in pathlib.Path(run_dir, "done").iterdir())
-pathlib.Path(run_dir, "reduced.txt").write_text(command + " " + " ".join(names))
-"""
+def job_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment the array tasks inherit: this checkout's ubsafe and interpreter."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "UBSAFE_PYTHON": sys.executable,
+        "UBSAFE_PROGRESS": "0",
+        "HOME": str(tmp_path),
+        **extra,
+    }
+
+
+def ubsafe_cli(*args: str | Path, env: dict[str, str]) -> None:
+    result = run([sys.executable, "-m", "ubsafe", *args], timeout=600, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def task_of(run_dir: Path, stage: str, shard: int) -> list[str]:
+    """The scheduler ids (`<array>_<task>`) of every start of a shard, read from its log."""
+    log = (run_dir / "logs" / stage / f"shard-{shard:05d}.log").read_text(encoding="utf-8")
+    return re.findall(rf"stage {stage} shard {shard} starts \(job (\S+),", log)
 
 
 @pytest.fixture
-def stub_env(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """An environment whose `ubsafe.launch.worker` and `ubsafe reduce` only record what
-    they were asked to do: these tests are about the templates and the scheduler."""
-    package = tmp_path / "stub" / "ubsafe"
-    (package / "launch").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "launch" / "__init__.py").write_text("")
-    (package / "launch" / "worker.py").write_text(textwrap.dedent(STUB_WORKER))
-    (package / "__main__.py").write_text(textwrap.dedent(STUB_REDUCE))
-    yield {**os.environ, "PYTHONPATH": str(package.parent), "UBSAFE_PYTHON": sys.executable}
+def scored_run(tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """A finished effectiveness run (tiny encoder, a probe) whose score shards and results were
+    removed: the arrays below redo them with the real worker, the reducer reduces for real."""
+    from ubsafe.data.demo import write_demo
+
+    data = write_demo(tmp_path / "data", n=44, seed=5)
+    run_dir = tmp_path / "run"
+    env = job_env(tmp_path)
+    ubsafe_cli(
+        "run",
+        "effectiveness",
+        data,
+        "--out",
+        run_dir,
+        "--encoder",
+        "tiny",
+        "--classifiers",
+        "probe-all",
+        "--shard-size",
+        "7",
+        "--bootstrap",
+        "200",
+        env=env,
+    )
+    shards = len(list((run_dir / "shards" / "score").glob("shard-*.parquet")))
+    for path in (run_dir / "shards" / "score").glob("shard-*"):
+        path.unlink()
+    shutil.rmtree(run_dir / "results")
+    shutil.rmtree(run_dir / "logs" / "score")
+    yield run_dir, shards
 
 
 @pytest.mark.slow
 def test_max_array_size_change_splits_stage_arrays(
-    cluster: None, tmp_path: Path, stub_env: dict[str, str]
+    cluster: None, tmp_path: Path, scored_run: tuple[Path, int]
 ) -> None:
-    max_array, shards, per_task = 5, 23, 2
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
+    from ubsafe.rundir import Run
+    from ubsafe.stages import STAGES
+
+    run_dir, shards = scored_run
+    max_array, per_task = 3, 2
+    assert shards == 7
     running = submit("-o", "/dev/null", "--wrap", "sleep 5", cwd=tmp_path)
     try:
         up("--max-array-size", str(max_array))  # restarts slurmctld and slurmd
@@ -308,30 +330,32 @@ def test_max_array_size_change_splits_stage_arrays(
                 str(per_task),
                 "--reduce",
                 run_dir,
-                "embed",
+                "score",
                 str(shards),
             ],
             cwd=tmp_path,
-            env=stub_env,
+            env=job_env(tmp_path),
         )
         assert result.returncode == 0, result.stderr
         arrays_line, reducer = result.stdout.split()
         arrays = arrays_line.split(":")
         tasks = -(-shards // per_task)
-        assert len(arrays) == -(-tasks // max_array)  # 12 tasks in arrays of 5, 5 and 2
-        wait_until_gone([*arrays, reducer])
+        assert len(arrays) == -(-tasks // max_array)  # 4 tasks in arrays of 3 and 1
+        wait_until_gone([*arrays, reducer], timeout=900)
 
+        the_run = Run.load(run_dir)
         for shard in range(shards):
             task = shard // per_task
-            expected = f"{arrays[task // max_array]}_{task % max_array}\n"
-            assert (run_dir / "done" / f"embed-{shard:05d}").read_text() == expected
-        assert len(list((run_dir / "done").iterdir())) == shards
-        names = " ".join(f"embed-{s:05d}" for s in range(shards))
-        assert (run_dir / "reduced.txt").read_text() == f"reduce {names}"
+            assert STAGES["score"].is_done(the_run, shard)
+            assert task_of(run_dir, "score", shard) == [
+                f"{arrays[task // max_array]}_{task % max_array}"
+            ]
+        assert (run_dir / "results" / "effectiveness.csv").is_file()  # the real reduce ran
         assert sacct_rows(running, 1)[running] == ("COMPLETED", "0:0")
         for index, array in enumerate(arrays):
             n = min(max_array, tasks - index * max_array)
             assert sacct_rows(array, n) == {f"{array}_{i}": ("COMPLETED", "0:0") for i in range(n)}
+        assert sacct_rows(reducer, 1) == {reducer: ("COMPLETED", "0:0")}
     finally:
         up("--max-array-size", str(MAX_ARRAY_SIZE))
     assert show_config("MaxArraySize") == str(MAX_ARRAY_SIZE)
@@ -339,31 +363,52 @@ def test_max_array_size_change_splits_stage_arrays(
 
 @pytest.mark.slow
 def test_stage_task_requeues_itself_on_the_time_limit_warning(
-    cluster: None, tmp_path: Path, stub_env: dict[str, str]
+    cluster: None, tmp_path: Path
 ) -> None:
+    """The real worker, paused at a known point inside its shard's write (the first attempt
+    only), is requeued by the time-limit warning; the second attempt redoes the shard."""
+    from ubsafe.atomic import PAUSE_ENV
+    from ubsafe.data.demo import write_demo
+    from ubsafe.rundir import Run
+    from ubsafe.stages import STAGES
+
+    data = write_demo(tmp_path / "data", n=22, seed=5)
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    env = {**stub_env, "STUB_HANG_FIRST_ATTEMPT": "1"}
+    ubsafe_cli(
+        "plan",
+        data,
+        "--out",
+        run_dir,
+        "--encoder",
+        "tiny",
+        "--classifiers",
+        "probe-all",
+        env=job_env(tmp_path),
+    )
+    marker = tmp_path / "paused"
+    env = job_env(tmp_path, **{PAUSE_ENV: f"shard-00000.h5:{marker}"})
     job_id = submit(
         "--array=0",
         "-o",
         str(tmp_path / "task.out"),
         STAGE_TEMPLATE,
         run_dir,
-        "score",
+        "embed",
         "1",
         cwd=tmp_path,
         env=env,
     )
-    deadline = time.monotonic() + 60
-    while not (run_dir / "attempts").exists():
-        assert time.monotonic() < deadline, "the first attempt never started"
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert time.monotonic() < deadline, "the first attempt never reached its write"
         time.sleep(0.3)
+    the_run = Run.load(run_dir)
+    assert not STAGES["embed"].is_done(the_run, 0)
     # What Slurm sends two minutes before the time limit (#SBATCH --signal=B:USR1@120).
     assert run(["scancel", "--batch", "--signal=USR1", f"{job_id}_0"]).returncode == 0
-    wait_until_gone([job_id], timeout=120)
-    assert (run_dir / "attempts").read_text() == "attempt\nattempt\n"
-    assert (run_dir / "done" / "score-00000").read_text() == f"{job_id}_0\n"
+    wait_until_gone([job_id], timeout=600)
+    assert STAGES["embed"].is_done(the_run, 0)
+    assert task_of(run_dir, "embed", 0) == [f"{job_id}_0", f"{job_id}_0"]  # two attempts
     states = run(
         ["sacct", "-X", "-n", "-P", "-D", "-j", f"{job_id}_0", "-o", "State"]
     ).stdout.split()

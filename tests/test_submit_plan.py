@@ -164,7 +164,7 @@ def test_dry_run_splits_at_max_array_size_and_writes_nothing(
 ) -> None:
     profile = tmp_path / "site.toml"
     profile.write_text(
-        'partition = "gpu"\ncpus_per_task = 3\nmax_array_size = 10\n'
+        'partition = "gpu"\ncpus_per_task = 2\nmax_array_size = 10\n'
         'setup = ["module load cuda/12.1"]\n[env]\nHDF5_USE_FILE_LOCKING = "FALSE"\n'
     )
     out = tmp_path / "run"
@@ -178,12 +178,12 @@ def test_dry_run_splits_at_max_array_size_and_writes_nothing(
     assert [_directive(s, "array") for s in scripts] == ["0-9%10", "0-9%10", "0-9%10", "0-2%3"]
     for script in scripts:
         assert _directive(script, "partition") == "gpu"
-        assert _directive(script, "cpus-per-task") == "3"
+        assert _directive(script, "cpus-per-task") == "2"
         assert _directive(script, "gpus-per-node") == "1"
         assert _directive(script, "output") == f"{out.resolve()}/logs/slurm/embed/%A_%a_0_log.out"
         assert "module load cuda/12.1" in script
         assert 'export HDF5_USE_FILE_LOCKING="FALSE"' in script
-        assert "export NUMBA_NUM_THREADS=${SLURM_CPUS_PER_TASK:-3}" in script
+        assert "export NUMBA_NUM_THREADS=${SLURM_CPUS_PER_TASK:-2}" in script
         assert "-m submitit.core._submit" in script
     assert "4 sbatch call(s) for 33 shard(s)" in result.output
 
@@ -193,7 +193,8 @@ def test_dry_run_chains_stages_and_keeps_gpus_off_cpu_stages(
 ) -> None:
     result = ubsafe(
         "submit", "effectiveness", demo_dir, "--out", tmp_path / "run", "--partition", "gpu",
-        "--gpus-per-task", 1, "--time", 30, "--mem", 3, "--shard-size", 64, "--dry-run",
+        "--gpus-per-task", 1, "--cpus-per-task", 2, "--time", 30, "--mem", 3, "--shard-size", 64,
+        "--dry-run",
     )  # fmt: skip
     headers = re.findall(r"^# --- (\w+): sbatch", result.output, re.MULTILINE)
     assert headers == ["embed", "fit", "score", "reduce", "report"]

@@ -138,7 +138,7 @@ def test_a_second_submission_while_jobs_are_queued_is_refused(
     demo_dir: Path, tmp_path: Path
 ) -> None:
     held = tmp_path / "held.toml"
-    held.write_text('partition = "cpu"\nmem_gb = 1\n[additional]\nhold = true\n')
+    held.write_text('partition = "cpu"\ncpus_per_task = 1\nmem_gb = 1\n[additional]\nhold = true\n')
     run_dir = tmp_path / "run"
     command = ("submit", "embed", demo_dir, "--out", run_dir, "--profile", held)
     ubsafe(*command, "--shard-size", 66)
@@ -172,18 +172,24 @@ def demo_600(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_scontrol_requeue_of_a_running_task_redoes_only_its_unfinished_shards(
-    demo_600: Path, tmp_path: Path
+    demo_600: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ubsafe.atomic import PAUSE_ENV
+
     run_dir = tmp_path / "run"
-    # One task over 30 shards, encoding one image at a time: it runs long enough to be caught
-    # after its first shard, with more work left than Slurm's grace time before it kills it.
+    # One task over 30 shards; its first attempt stops for good half-way through writing shard 3
+    # (the test hook of `ubsafe.atomic`; sbatch passes the environment on), so the requeue
+    # always lands on a running task with shards done and shards left.
+    marker = tmp_path / "paused"
+    monkeypatch.setenv(PAUSE_ENV, f"shard-00003.h5:{marker}")
     ubsafe(
         "submit", "embed", demo_600, "--out", run_dir, *SLURM, "--shard-size", 20,
-        "--shards-per-task", 30, "--batch-size", 1,
+        "--shards-per-task", 30,
     )  # fmt: skip
     (job_id,) = recorded_job_ids(run_dir)
-    wait_until(lambda: len(embedding_files(run_dir)) >= 1, 300, "the task's first shard")
+    wait_until(marker.exists, 300, "the task's pause inside shard 3")
     before = {name: stat_key(path) for name, path in embedding_files(run_dir).items()}
+    assert sorted(before) == [f"shard-{i:05d}.h5" for i in range(3)]
     subprocess.run(["scontrol", "requeue", job_id], check=True)
     wait_for_run(run_dir, timeout=900)
 
@@ -232,8 +238,9 @@ def test_a_refused_sbatch_names_the_reason_and_the_jobs_already_submitted(
 ) -> None:
     profile = tmp_path / "site.toml"
     profile.write_text(
-        'partition = "cpu"\nmem_gb = 1\n[additional]\nhold = true\n'
-        '[stage.score]\npartition = "no-such-partition"\n'
+        'partition = "cpu"\ncpus_per_task = 1\nmem_gb = 1\n[additional]\nhold = true\n'
+        # a request every node can hold, but with a feature no node has: sbatch refuses it
+        '[stage.score]\nconstraint = "no-such-feature"\n'
     )
     run_dir = tmp_path / "run"
     result = ubsafe(
@@ -244,7 +251,7 @@ def test_a_refused_sbatch_names_the_reason_and_the_jobs_already_submitted(
     try:
         assert len(ids) == 2  # embed and fit went in before score was refused
         assert "sbatch refused the score array of 2 task(s)" in result.output
-        assert "invalid partition" in result.output.lower()
+        assert "invalid feature" in result.output.lower()
         assert f"jobs {' '.join(ids)} (embed, fit)" in result.output
         assert f"scancel {' '.join(ids)}" in result.output
     finally:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ubsafe.vlm import tiny
-from ubsafe.vlm.attack import PGDSettings, targeted_pgd
+from ubsafe.attacks.judge import PGDSettings, targeted_pgd
+from ubsafe.testing import tiny
 from ubsafe.vlm.converter import RuleConverter
 from ubsafe.vlm.instructblip import load_instructblip
 from ubsafe.vlm.judge import GenerationSettings

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from ubsafe.vlm import tiny
+from ubsafe.testing import tiny
 from ubsafe.vlm.converter import RobertaConverter, RuleConverter, load_converter, rule_label
 from ubsafe.vlm.registry import CONVERTER_CHECKPOINT, ROBERTA_BASE_FILES
 from ubsafe.weights import MissingWeightsError

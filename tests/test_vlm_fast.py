@@ -7,8 +7,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 
+from ubsafe.classifiers.perspective_fast import FastPerspective, FastSettings, fit_fast
 from ubsafe.taxonomy import CATEGORIES
-from ubsafe.vlm.perspective.fast import FastPerspective, FastSettings, fit_fast
 
 torch = pytest.importorskip("torch")
 

@@ -11,7 +11,8 @@ from PIL import Image
 
 from ubsafe.data.images import decode_image
 from ubsafe.taxonomy import CATEGORIES
-from ubsafe.vlm import prompts, tiny
+from ubsafe.testing import tiny
+from ubsafe.vlm import prompts
 from ubsafe.vlm.converter import RuleConverter, load_converter
 from ubsafe.vlm.instructblip import load_instructblip
 from ubsafe.vlm.judge import GenerationSettings

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 import pytest
+from loopback import Loopback, Reply
 from PIL import Image
 
 from ubsafe.vlm.converter import RuleConverter
 from ubsafe.vlm.openai_client import ChatAPIError, ChatClient, ChatJudge, ChatSettings
 
 
-class FakeAPI:
+class FakeAPI(Loopback):
     """A chat-completions endpoint that plays a script: each request takes the next step.
 
     A step is an HTTP status (an error), ("sleep", seconds) before answering, or "ok".
@@ -30,55 +29,25 @@ class FakeAPI:
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.answer = "The image is unsafe."
-        api = self
+        super().__init__(self._respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                api.requests.append(body)
-                api.headers.append(dict(self.headers))
-                step = api.script.pop(0) if api.script else "ok"
-                if isinstance(step, tuple):
-                    time.sleep(step[1])
-                    step = "ok"
-                if step != "ok":
-                    self.send_response(int(step))
-                    if step == 429:
-                        self.send_header("Retry-After", "0")
-                    self.end_headers()
-                    self.wfile.write(json.dumps({"error": {"message": f"status {step}"}}).encode())
-                    return
-                reply = {
-                    "id": "chatcmpl-test",
-                    "model": body["model"],
-                    "choices": [
-                        {
-                            "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": api.answer},
-                        }
-                    ],
-                }
-                data = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-
-    def __enter__(self) -> FakeAPI:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    def _respond(self, body: dict[str, Any], headers: dict[str, str]) -> Reply:
+        self.requests.append(body)
+        self.headers.append(headers)
+        step = self.script.pop(0) if self.script else "ok"
+        if isinstance(step, tuple):
+            time.sleep(step[1])
+            step = "ok"
+        if step != "ok":
+            retry = {"Retry-After": "0"} if step == 429 else {}
+            return int(str(step)), {"error": {"message": f"status {step}"}}, retry
+        message = {"role": "assistant", "content": self.answer}
+        reply = {
+            "id": "chatcmpl-test",
+            "model": body["model"],
+            "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+        }
+        return 200, reply, {}
 
 
 @pytest.fixture()

@@ -11,14 +11,15 @@ import pytest
 from PIL import Image
 from sklearn.metrics import f1_score
 
-from ubsafe.taxonomy import CATEGORIES
-from ubsafe.vlm import prompts, tiny
-from ubsafe.vlm.perspective.evaluate import f1_binary, parse_status, pooled_f1
-from ubsafe.vlm.perspective.trainset import (
+from ubsafe.perspective.evaluate import f1_binary, parse_status, pooled_f1
+from ubsafe.perspective.trainset import (
     SAFE_ANSWER,
     build_training_set,
     write_training_json,
 )
+from ubsafe.taxonomy import CATEGORIES
+from ubsafe.testing import tiny
+from ubsafe.vlm import prompts
 
 
 def _train_rows(n: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -187,10 +188,7 @@ def _images(rows: pd.DataFrame) -> dict[str, Image.Image]:
 @pytest.mark.slow
 def test_lora_fine_tuning_learns_and_saved_adapter_reproduces_it(weights, tmp_path):
     torch = pytest.importorskip("torch")
-    from ubsafe.vlm.converter import RuleConverter
-    from ubsafe.vlm.judge import GenerationSettings
-    from ubsafe.vlm.llava import load_llava
-    from ubsafe.vlm.perspective.lora import (
+    from ubsafe.perspective.lora import (
         LoraSettings,
         apply_adapter,
         convert_llava_adapter,
@@ -198,6 +196,9 @@ def test_lora_fine_tuning_learns_and_saved_adapter_reproduces_it(weights, tmp_pa
         save_adapter,
         train_lora,
     )
+    from ubsafe.vlm.converter import RuleConverter
+    from ubsafe.vlm.judge import GenerationSettings
+    from ubsafe.vlm.llava import load_llava
 
     rows = _train_rows(4, seed=2)
     images = _images(rows)
@@ -277,7 +278,7 @@ def test_lora_fine_tuning_learns_and_saved_adapter_reproduces_it(weights, tmp_pa
 
 
 def test_fine_tune_job_writes_the_adapter_once(weights, tmp_path):
-    from ubsafe.vlm.perspective.lora import LoraSettings, fine_tune
+    from ubsafe.perspective.lora import LoraSettings, fine_tune
 
     rows = _train_rows(6, seed=5)
     images = _images(rows)

@@ -19,7 +19,7 @@ from vlm_stage_fixtures import (
     write_dataset,
 )
 
-from ubsafe.vlm import tiny
+from ubsafe.testing import tiny
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -179,7 +179,7 @@ def test_targeted_attacks_on_a_judge_follow_the_papers_protocol(
 ) -> None:
     import random
 
-    from ubsafe.vlm import robustness
+    from ubsafe.attacks import judge_rows as robustness
     from ubsafe.vlm.converter import RobertaConverter
 
     run = start_run(

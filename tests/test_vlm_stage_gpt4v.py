@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from test_vlm_openai import FakeAPI
 from vlm_stage_fixtures import (
+    GPT4V_QUERY,
     answer_rows,
     error_of,
     majority_with_coin,
@@ -20,7 +21,7 @@ from vlm_stage_fixtures import (
 )
 
 from ubsafe.config import ConfigError, build_config
-from ubsafe.vlm import tiny
+from ubsafe.testing import tiny
 
 pytest.importorskip("transformers")
 
@@ -133,7 +134,7 @@ def test_replay_refuses_with_counts_instead_of_dropping_rows(tmp_path, weights, 
 
 def test_replay_without_the_published_answers_says_how_to_fetch_them(tmp_path, weights, dataset):
     """Refused before anything is planned, not discovered by every score task."""
-    with pytest.raises(FileNotFoundError) as refused:
+    with pytest.raises(ConfigError) as refused:
         start_run(tmp_path / "run", dataset, weights, classifiers="gpt4v", vlm_converter="rules")
     message = str(refused.value)
     assert "hf/yiting/unsafebench_vlm_responses" in message
@@ -151,11 +152,7 @@ def test_query_mode_asks_the_endpoint_once_per_question(tmp_path, weights, datas
             tmp_path / "run",
             dataset,
             weights,
-            classifiers="gpt4v",
-            vlm_converter="rules",
-            gpt4v_mode="query",
-            gpt4v_model="gpt-4o-test",
-            vlm_requests_per_minute=60_000,
+            **GPT4V_QUERY,
         )
         assert run_stages(run) == {}
         decodable = [s for s in run.plan["sample_id"] if s != BROKEN]
@@ -184,5 +181,5 @@ def test_gpt4v_settings_are_checked_when_the_config_is_built():
     )  # queries can judge perturbed images
     with pytest.raises(ConfigError, match="published answers are gpt-4-vision-preview's"):
         build_config(flags={"gpt4v_model": "gpt-4o"})
-    with pytest.raises(ConfigError, match=r"perspective_lora has unknown key.*'rank'.*max_steps"):
+    with pytest.raises(ConfigError, match=r"perspective\.lora has unknown key.*'rank'.*max_steps"):
         build_config(flags={"perspective_lora": {"rank": 4}})

@@ -9,7 +9,7 @@ from vlm_stage_fixtures import SIDE, write_dataset
 
 from ubsafe.classifiers import get_entry, list_classifiers
 from ubsafe.taxonomy import CATEGORIES
-from ubsafe.vlm import tiny
+from ubsafe.testing import tiny
 
 JUDGES = ("llava", "instructblip", "gpt4v", "perspective-llava")
 
@@ -110,7 +110,7 @@ def test_every_registry_module_loads_lightly() -> None:
     import sys
 
     code = (
-        "import sys, ubsafe.vlm.classifier, ubsafe.vlm.perspective.classifier;"
+        "import sys, ubsafe.vlm.classifier, ubsafe.classifiers.perspective_fast;"
         "import ubsafe.stages.finetune;"
         "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules];"
         "assert not heavy, heavy"
@@ -123,19 +123,21 @@ def test_every_registry_module_loads_lightly() -> None:
 def test_check_config_names_missing_answers_and_adapters(tmp_path: Path) -> None:
     """What a preflight can refuse before any job, besides weight files."""
     from ubsafe.classifiers import FittedWeightsMissingError
-    from ubsafe.config import RunConfig
+    from ubsafe.config import ConfigError, RunConfig
     from ubsafe.vlm.classifier import check_config
 
     replay = RunConfig(classifiers=("gpt4v",), weights_dir=str(tmp_path))
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(ConfigError) as err:
         check_config(replay)
     assert "hf/yiting/unsafebench_vlm_responses/gpt-4v" in str(err.value)
     assert "ubsafe data fetch vlm-responses" in str(err.value)
     published = tmp_path / "answers" / "gpt-4v" / "prompt_0"
     published.mkdir(parents=True)
     (published / "Laion5B_Hate.json").write_text("[]")
-    check_config(replay.model_copy(update={"vlm_responses_dir": str(tmp_path / "answers")}))
-    check_config(replay.model_copy(update={"gpt4v_mode": "query", "gpt4v_model": "x"}))
+    answers = replay.vlm.model_copy(update={"responses_dir": str(tmp_path / "answers")})
+    check_config(replay.model_copy(update={"vlm": answers}))
+    query = replay.gpt4v.model_copy(update={"mode": "query", "model": "x"})
+    check_config(replay.model_copy(update={"gpt4v": query}))
 
     adapter = RunConfig(classifiers=("perspective-llava",), perspective_adapter=str(tmp_path))
     with pytest.raises(FittedWeightsMissingError, match=r"holds no adapter_config\.json"):

@@ -56,6 +56,16 @@ def write_dataset(
     )
 
 
+#: gpt4v asking the OpenAI-compatible endpoint of OPENAI_BASE_URL, its answers read by the rules
+GPT4V_QUERY: dict[str, Any] = {
+    "classifiers": "gpt4v",
+    "gpt4v_mode": "query",
+    "gpt4v_model": "gpt-4o-test",
+    "vlm_converter": "rules",
+    "vlm_requests_per_minute": 60_000,
+}
+
+
 def start_run(out: Path, dataset: Path, weights: Path, **flags: Any) -> Any:
     """Plan a run the way `ubsafe run` does (preflight checks first)."""
     from ubsafe.cli.pipeline import prepare
@@ -126,7 +136,8 @@ def save_varied_converter(weights: Path) -> Path:
     hidden state hardly varies), this one spreads them over safe, unsafe and unsure."""
     import torch
 
-    from ubsafe.vlm import prompts, tiny
+    from ubsafe.testing import tiny
+    from ubsafe.vlm import prompts
     from ubsafe.vlm.converter import RobertaConverter
 
     path = tiny.save_tiny_converter(weights)

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 TMP_PREFIX = ".ubsafe-tmp-"
+
+#: Test hook: `NAME:MARKER` makes the writer of a file named NAME stop half-way through its temp
+#: file, create MARKER, and wait to be killed, so that kill tests hit a known point. Only the first
+#: writer to create MARKER stops (a requeued or relaunched task then runs through).
+PAUSE_ENV = "UBSAFE_TEST_PAUSE_WRITE"
 
 
 @contextlib.contextmanager
@@ -33,6 +39,24 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def pause_point(final: str | os.PathLike[str]) -> None:
+    """Stop here for good when `UBSAFE_TEST_PAUSE_WRITE` names this file (see `PAUSE_ENV`)."""
+    spec = os.environ.get(PAUSE_ENV)
+    if not spec:
+        return
+    name, _, marker = spec.partition(":")
+    if Path(final).name != name or not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+    while True:
+        time.sleep(3600)
 
 
 def write_bytes(final: str | os.PathLike[str], data: bytes) -> Path:

@@ -2,8 +2,9 @@
 
 Makes the procedural demo dataset if absent, then runs the pipeline with the dataset's own
 `ubsafe.toml` (tiny encoder, probes fitted on the train split — real-only and real + AI — and
-NudeNet),
-reduces with confidence intervals, renders the report and returns a text summary.
+NudeNet), reduces with confidence intervals, renders the report and returns a text summary.
+`run_mitigation_demo` does the same for text-to-image mitigations: the built-in prompts through
+the tiny generators (random weights, built locally in seconds), judged by NudeNet.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def run_demo(
         "workers": workers or 2,
     }
     config = build_config(dataset=data_dir, flags=flags)
-    run = prepare(config)
+    run = prepare(config, local=True)
     run_pipeline(run, target, workers=config.workers)
     report = render(run)
     return summarise(run, report)
@@ -63,11 +64,35 @@ def render(run: object) -> Path | None:
 def summarise(run: object, report: Path | None) -> str:
     """The headline numbers: F1 per classifier on real, AI-generated and all images; the weakest
     corruption and attack per classifier; where the files are."""
+    import json
+    import textwrap
+
+    from ubsafe.findings import findings
+
     results = run.results_dir  # type: ignore[attr-defined]
     order = list(run.config.classifiers)  # type: ignore[attr-defined]
     table = pd.read_csv(results / "effectiveness.csv")
     overall = table[table["category"] == "overall"].set_index(["classifier", "source"])
+    caveats = json.loads((results / "summary.json").read_text()).get("caveats", [])
     lines = [
+        line
+        for caveat in caveats
+        for line in textwrap.wrap(caveat, 100, initial_indent="! ", subsequent_indent="  ")
+    ]
+    found = findings(results)
+    if found:
+        if lines:
+            lines.append("")
+        lines.append(
+            "What the results show" + (" (on this data, with this encoder):" if caveats else ":")
+        )
+        lines += [
+            line
+            for finding in found
+            for line in textwrap.wrap(finding, 100, initial_indent="- ", subsequent_indent="  ")
+        ]
+    lines += [
+        "",
         "F1 (unsafe = positive) with 95 % bootstrap intervals, over each classifier's categories:",
         "",
     ]
@@ -116,6 +141,46 @@ def summarise(run: object, report: Path | None) -> str:
                         f"of {int(row.n)}"
                     )
     lines += ["", f"results: {results}"]
+    if report is not None:
+        lines.append(f"report:  {report}")
+    return "\n".join(lines)
+
+
+#: The mitigation demo: the tiny generators (no download) on the built-in prompts.
+DEMO_GENERATORS = ("tiny-sd", "tiny-sld-max", "tiny-safegen")
+
+
+def run_mitigation_demo(*, out: Path, images_per_prompt: int = 1, workers: int = 1) -> str:
+    """A small mitigation run (seconds): generate, judge, reduce, report; return its summary."""
+    from ubsafe.cli.pipeline import prepare
+    from ubsafe.launch.local import run_pipeline
+
+    flags = {
+        "out": str(out.resolve()),
+        "target": "mitigation",
+        "generators": DEMO_GENERATORS,
+        "images_per_prompt": images_per_prompt,
+        "classifiers": ("nudenet",),
+        "workers": workers,
+    }
+    config = build_config(dataset="builtin:demo", flags=flags)
+    run = prepare(config)
+    run_pipeline(run, "mitigation", workers=config.workers)
+    (judge,) = config.classifiers
+    generated = pd.read_parquet(run.results_dir / "generated.parquet")
+    generation = pd.read_json(run.results_dir / "generation.json", typ="series")
+    lines = [
+        f"Mitigation demo: {int(generation['n_prompts'])} built-in prompts × "
+        f"{len(DEMO_GENERATORS)} tiny generators × {images_per_prompt} image(s) "
+        "(random weights: the images mean nothing, the path is the real one)",
+        "",
+        f"  {'generator':<16} {'images':>7} {f'unsafe ({judge})':>17}",
+    ]
+    for name in DEMO_GENERATORS:
+        mine = generated[(generated["generator"] == name) & (generated["judge"] == judge)]
+        lines.append(f"  {name:<16} {len(mine):>7} {int(mine['pred'].sum()):>17}")
+    lines += ["", f"results: {run.results_dir}"]
+    report = render(run)
     if report is not None:
         lines.append(f"report:  {report}")
     return "\n".join(lines)

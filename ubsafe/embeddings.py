@@ -10,8 +10,7 @@ runs on the same data share files and runs on other data never collide. `variant
 Each file holds `embedding` (rows × dim, raw encoder output in float16 or float32, chunked by rows),
 `sample_id`, the shard's undecodable samples (`skipped_id`, `skipped_reason`) and attributes that
 identify it. A file counts only if those attributes match what the run expects — a missing or
-foreign
-file is never read as zeros.
+foreign file is never read as zeros.
 """
 
 from __future__ import annotations
@@ -106,6 +105,9 @@ def write_shard(
         rows, dim = matrix.shape if matrix.ndim == 2 else (0, 0)
         chunks = (max(1, min(CHUNK_ROWS, rows)), dim) if rows and dim else None
         h5.create_dataset("embedding", data=matrix, chunks=chunks)
+        if os.environ.get(atomic.PAUSE_ENV):
+            h5.flush()
+            atomic.pause_point(path)  # a kill test's known point: embeddings written, ids not
         h5.create_dataset("sample_id", data=np.array(list(sample_ids), dtype=object), dtype=strings)
         h5.create_dataset(
             "skipped_id", data=np.array([s for s, _ in skipped], dtype=object), dtype=strings
@@ -187,6 +189,18 @@ def read_shard(run: Run, encoder_key: str, variant: str, shard: int) -> ShardEmb
             zip(h5["skipped_id"].asstr()[...], h5["skipped_reason"].asstr()[...], strict=True)
         )
     return ShardEmbeddings(shard, np.asarray(ids, dtype=object), matrix, skipped)
+
+
+def skipped_rows(run: Run, encoder_key: str, variant: str, shard: int) -> list[tuple[str, str]]:
+    """(sample id, reason) of the images a complete shard file could not embed ([] otherwise)."""
+    path = shard_file(run, encoder_key, variant, shard)
+    if problem(path, expected(run, encoder_key, variant, shard)) is not None:
+        return []
+    h5py = _h5py()
+    with h5py.File(path, "r", locking=False) as h5:
+        return list(
+            zip(h5["skipped_id"].asstr()[...], h5["skipped_reason"].asstr()[...], strict=True)
+        )
 
 
 class IncompleteEmbeddings(RuntimeError):

@@ -3,9 +3,9 @@ robustness.
 
 Every group (classifier × category × source, or × perturbation × severity) is counted once into
 confusion cells by the Numba kernels; `all` and `overall` cells are sums of the base cells, and
-every
-bootstrap draws from a seed derived from the group's identity (`group_seed`), so a table is the same
-for any shard count, thread count, or set of other classifiers in the run.
+every bootstrap draws from a seed derived from the group's identity (`group_seed`), so a table is
+the same for any shard count, thread count, or set of other classifiers in the run. The columns of
+every table are its schema in `ubsafe.results`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ubsafe.results import result_file
 from ubsafe.taxonomy import ALL_SOURCES, CATEGORIES, OVERALL, SOURCE_KINDS
 
 if TYPE_CHECKING:
@@ -80,8 +81,7 @@ def effectiveness(pred: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
     )
 
     table = cells(pred, config.classifiers)
-    columns = ["classifier", "category", "source", "n", "n_unsafe", "tp", "fp", "fn", "tn"]
-    columns += [f"{m}{s}" for m in (*METRICS, "auroc") for s in ("", "_lo", "_hi")]
+    columns = list(result_file("effectiveness.csv").names)
     if not table:
         return pd.DataFrame(columns=columns)
     rows, groups = membership(pred, table)
@@ -111,17 +111,7 @@ def gaps(pred: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
     from ubsafe.kernels import bootstrap_gap, confusion_counts, group_seeds, point_metrics
 
     table = [cell for cell in cells(pred, config.classifiers) if cell[2] == ALL_SOURCES]
-    columns = [
-        "classifier",
-        "category",
-        "metric",
-        "real",
-        "ai",
-        "diff",
-        "diff_lo",
-        "diff_hi",
-        "p_value",
-    ]
+    columns = list(result_file("gaps.csv").names)
     if not table:
         return pd.DataFrame(columns=columns)
     sided = [(c, cat, src) for c, cat, _ in table for src in SOURCE_KINDS]
@@ -167,19 +157,7 @@ def pairs(pred: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
         split_joint,
     )
 
-    columns = [
-        "classifier_a",
-        "classifier_b",
-        "category",
-        "source",
-        "n",
-        "f1_a",
-        "f1_b",
-        "f1_diff",
-        "f1_diff_lo",
-        "f1_diff_hi",
-        "mcnemar_p",
-    ]
+    columns = list(result_file("pairs.csv").names)
     present = [c for c in config.classifiers if (pred["classifier"] == c).any()]
     wide = pred.pivot_table(index="sample_id", columns="classifier", values="pred", aggfunc="first")
     facts = pred.drop_duplicates("sample_id").set_index("sample_id")[
@@ -242,41 +220,152 @@ def effectiveness_tables(pred: pd.DataFrame, config: RunConfig) -> dict[str, pd.
     }
 
 
-ROBUSTNESS_COLUMNS = (
-    "classifier",
-    "source",
-    "perturbation",
-    "severity",
-    "n",
-    "robust_accuracy",
-    "ra_lo",
-    "ra_hi",
-    "flip_rate",
-    "mean_cosine",
-    "family",
-    "seed",
-    "n_images",
-    "flip_lo",
-    "flip_hi",
-)
+ROBUSTNESS_COLUMNS = result_file("robustness.csv").names
 
 
-def robustness_table(run: Run, shards: Sequence[int]) -> pd.DataFrame:
-    """robustness.csv from the compare shards: Robust Accuracy (of the originally correct), flip
-    rate
-    (of all judged images), mean cosine to clean, per (classifier, source, perturbation, severity,
-    seed)."""
+def compare_rows(run: Run, shards: Sequence[int]) -> pd.DataFrame | None:
+    """Every compare shard's rows with each sample's label and source kind (None: no rows)."""
     from ubsafe import shardfile
 
     parts = [shardfile.read(run.shard_path("compare", s, "parquet")) for s in shards]
     parts = [p for p in parts if len(p)]
     if not parts:
-        return pd.DataFrame(columns=list(ROBUSTNESS_COLUMNS))
+        return None
     rows = pd.concat(parts, ignore_index=True)
     plan = run.plan.set_index("sample_id")
     rows["label"] = plan.loc[rows["sample_id"], "label"].to_numpy(np.int8)
     rows["source"] = plan.loc[rows["sample_id"], "source_kind"].to_numpy()
+    return rows
+
+
+def robustness_table(run: Run, shards: Sequence[int]) -> pd.DataFrame:
+    """robustness.csv from the compare shards: Robust Accuracy (of the originally correct), flip
+    rate (of all judged images), mean cosine to clean, per (classifier, source, perturbation,
+    severity, seed)."""
+    rows = compare_rows(run, shards)
+    if rows is None:
+        return pd.DataFrame(columns=list(ROBUSTNESS_COLUMNS))
     return robustness_from_rows(rows, run.config)
+
+
+FAMILY_COLUMNS = result_file("robustness_family.csv").names
+
+
+def robustness_family_table(run: Run, shards: Sequence[int]) -> pd.DataFrame:
+    """robustness_family.csv from the compare shards (`family_from_rows`)."""
+    rows = compare_rows(run, shards)
+    if rows is None:
+        return pd.DataFrame(columns=list(FAMILY_COLUMNS))
+    return family_from_rows(rows, run.config)
+
+
+def family_from_rows(rows: pd.DataFrame, config: RunConfig) -> pd.DataFrame:
+    """Per (classifier, family, source): Robust Accuracy, flip rate and mean cosine pooled over
+    the family's perturbations, severities and seeds, with cluster-bootstrap intervals.
+
+    An image is one cluster: it carries all its rows of the family (one per perturbation,
+    severity and seed), and the bootstrap resamples images, so the correlation of one image's
+    outcomes across perturbations widens the interval as it should. Robust Accuracy is
+    Σ still correct / Σ correct when clean over the image's rows, the flip rate Σ flipped /
+    Σ judged, the drift Σ cosine / Σ rows with a cosine (`ubsafe.kernels.cluster_ratio`). When
+    every perturbation sees the same images, the pooled Robust Accuracy is the plain mean of the
+    per-perturbation values.
+    """
+    from ubsafe.kernels import group_seeds
+    from ubsafe.kernels.cluster import cluster_ratio, compress_cells
+
+    label = rows["label"].to_numpy(np.int64)
+    clean = rows["pred_clean"].to_numpy(np.int64)
+    perturbed = rows["pred"].to_numpy(np.int64)
+    cosine = rows["cosine"].to_numpy(np.float64)
+    per_row = pd.DataFrame(
+        {
+            "classifier": rows["classifier"].to_numpy(),
+            "family": rows["family"].to_numpy(),
+            "source": rows["source"].to_numpy(),
+            "sample_id": rows["sample_id"].to_numpy(),
+            "correct": (clean == label).astype(np.int64),
+            "still": ((clean == label) & (perturbed == label)).astype(np.int64),
+            "judged": np.ones(len(rows), np.int64),
+            "flipped": (clean != perturbed).astype(np.int64),
+            "cosine": np.nan_to_num(cosine),
+            "with_cosine": np.isfinite(cosine).astype(np.int64),
+        }
+    )
+    order = {name: i for i, name in enumerate(config.classifiers)}
+    sums = ["correct", "still", "judged", "flipped", "cosine", "with_cosine"]
+    images = []
+    for source_all in (False, True):
+        part = per_row.assign(source=ALL_SOURCES) if source_all else per_row
+        images.append(
+            part.groupby(["classifier", "family", "source", "sample_id"], sort=True)[sums]
+            .sum()
+            .reset_index()
+        )
+    per_image = pd.concat(images, ignore_index=True)
+    table = (
+        per_image[["classifier", "family", "source"]]
+        .drop_duplicates()
+        .assign(
+            _c=lambda f: f["classifier"].map(order),
+            _s=lambda f: f["source"].map({s: i for i, s in enumerate(SOURCES)}),
+        )
+        .sort_values(["_c", "classifier", "family", "_s"], kind="stable")
+        .drop(columns=["_c", "_s"])
+        .reset_index(drop=True)
+    )
+    index = {tuple(k): g for g, k in enumerate(table.itertuples(index=False))}
+    group = np.fromiter(
+        (index[k] for k in zip(*(per_image[c] for c in table.columns), strict=True)),
+        np.int64,
+        len(per_image),
+    )
+    frame = table.copy()
+    frame["n_images"] = np.bincount(group, minlength=len(table))
+    frame["n"] = np.bincount(group, weights=per_image["correct"] > 0, minlength=len(table))
+    frame["n"] = frame["n"].astype(np.int64)
+    names = [tuple(map(str, k)) for k in table.itertuples(index=False)]
+    for out, num, den in (
+        ("robust_accuracy", "still", "correct"),
+        ("flip_rate", "flipped", "judged"),
+    ):
+        offsets, cells, mult = compress_cells(
+            group, per_image[[num, den]].to_numpy(np.int64), len(table)
+        )
+        seeds = group_seeds(config.seed, [("robustness-family", out, *n) for n in names])
+        result = cluster_ratio(
+            offsets, cells[:, 0], cells[:, 1], mult, seeds, config.bootstrap, config.ci_level
+        )
+        frame[out], frame[f"{out}_lo"], frame[f"{out}_hi"] = result.value, result.lo, result.hi
+    # Cosines are not counts: for the interval, each image's mean cosine is rounded to
+    # COSINE_STEP so that images with equal values share a cell (the kernel's cost grows with
+    # the cells); the value itself is exact.
+    with_cosine = per_image["with_cosine"].to_numpy(np.int64)
+    mean = per_image["cosine"].to_numpy(np.float64) / np.maximum(with_cosine, 1)
+    steps = np.rint(mean / COSINE_STEP).astype(np.int64)
+    offsets, cells, mult = compress_cells(
+        group, np.column_stack([steps * with_cosine, with_cosine]), len(table)
+    )
+    seeds = group_seeds(config.seed, [("robustness-family", "mean_cosine", *n) for n in names])
+    result = cluster_ratio(
+        offsets,
+        cells[:, 0] * COSINE_STEP,
+        cells[:, 1],
+        mult,
+        seeds,
+        config.bootstrap,
+        config.ci_level,
+    )
+    totals = np.bincount(group, weights=per_image["cosine"], minlength=len(table))
+    counts = np.bincount(group, weights=with_cosine, minlength=len(table))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame["mean_cosine"] = np.where(counts > 0, totals / counts, np.nan)
+    frame["mean_cosine_lo"], frame["mean_cosine_hi"] = result.lo, result.hi
+    return frame[list(FAMILY_COLUMNS)]
+
+
+#: Rounding of an image's mean cosine before the drift's bootstrap (moves a bound ≤ 5e-5).
+COSINE_STEP = 1e-4
 
 
 def robustness_from_rows(rows: pd.DataFrame, config: RunConfig) -> pd.DataFrame:

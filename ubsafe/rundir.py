@@ -1,4 +1,4 @@
-"""The run directory contract (DESIGN §3): every path a stage, a test or a user reads or writes.
+"""The run directory contract: every path a stage, a test or a user reads or writes.
 
 <run>/run.toml                      resolved config (guarded: see `open_run`)
 <run>/plan.parquet                  sample_id, shard, category, source, label, split, ...
@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ubsafe import atomic
-from ubsafe.config import ConfigError, RunConfig, diff_configs, load_run_config, widen_target
+from ubsafe.config import ConfigError, RunConfig, diff_configs, load_run_config
+from ubsafe.targets import runs_stage, widen_target
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -108,6 +109,14 @@ class Run:
         return meta[b"ubsafe.fingerprint"].decode()
 
     @cached_property
+    def images_in_run(self) -> bool:
+        """Whether the plan's image locations are inside the run (generated images)."""
+        import pyarrow.parquet as pq
+
+        meta = pq.read_schema(self.plan_path).metadata or {}
+        return meta.get(b"ubsafe.images") == b"run"
+
+    @cached_property
     def shard_sizes(self) -> dict[int, int]:
         """Planned rows per shard (counted once; completeness checks ask for every shard)."""
         shards, counts = np.unique(self.plan["shard"].to_numpy(), return_counts=True)
@@ -122,8 +131,7 @@ def open_run(root: str | os.PathLike[str], config: RunConfig) -> Run:
     """Create the run directory, or reopen it with a config that must agree on every result field.
 
     First launch writes `run.toml`. A relaunch whose result-affecting fields differ is refused with
-    a
-    diff; execution-only fields (paths, workers, batch size) are updated in place.
+    a diff; execution-only fields (paths, workers, batch size) are updated in place.
     """
     root = Path(root)
     path = root / RUN_TOML
@@ -136,6 +144,12 @@ def open_run(root: str | os.PathLike[str], config: RunConfig) -> Run:
                 "fix: use a new --out directory, or relaunch with the stored settings "
                 f"(see {path})"
             )
+        if runs_stage(stored.target, "generate") != runs_stage(config.target, "generate"):
+            raise ConfigError(
+                f"{root} holds a {stored.target} run; a {config.target} run needs its own "
+                "directory (one generates its images, the other reads a dataset's). "
+                "fix: use another --out"
+            )
         target = widen_target(stored.target, config.target)
         if target != config.target:
             config = config.model_copy(update={"target": target})
@@ -145,6 +159,9 @@ def open_run(root: str | os.PathLike[str], config: RunConfig) -> Run:
 
 
 def dataset_root(run: Run) -> Path:
-    """The folder that the plan's image locations are relative to (manifest folder or dataset)."""
+    """The folder that the plan's image locations are relative to (manifest folder or dataset;
+    the run itself for generated images)."""
+    if run.images_in_run:
+        return run.root
     path = Path(run.config.dataset)
     return path.parent if path.is_file() else path

@@ -1,4 +1,4 @@
-"""How far AI-generated images sit from real ones in the encoder's embedding space (DESIGN §3).
+"""How far AI-generated images sit from real ones in the encoder's embedding space.
 
 Per category, and `overall` (every row), on the run's cached clean embeddings of its own encoder:
 
@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ubsafe import atomic
+from ubsafe.results import result_file
 from ubsafe.taxonomy import CATEGORIES, OVERALL
 
 if TYPE_CHECKING:
@@ -54,17 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 METRICS: tuple[str, ...] = ("frechet", "mmd")
-SHIFT_COLUMNS: tuple[str, ...] = (
-    "category",
-    "metric",
-    "value",
-    "lo",
-    "hi",
-    "n_real",
-    "n_ai",
-    "encoder",
-)
-PROJECTION_COLUMNS: tuple[str, ...] = ("sample_id", "category", "source", "x", "y")
+SHIFT_COLUMNS: tuple[str, ...] = result_file("shift.csv").names
+PROJECTION_COLUMNS: tuple[str, ...] = result_file("projection.parquet").names
 
 #: Bootstrap replicates for the shift (the config's `bootstrap`, capped): a Fréchet replicate costs
 #: a factorisation and an SVD of up to dim × dim (about 0.5 s at dim 768 on one core), so 10,000 of
@@ -433,7 +425,10 @@ def write_shift(run: Run, *, cache_key: str | None = None) -> Path | None:
     with atomic.atomic_path(projection_path(run)) as tmp:
         projection.to_parquet(tmp, index=False)
     path = shift_path(run)
+    from ubsafe.escape import csv_frame
+
     atomic.write_text(
-        path, table.to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n")
+        path,
+        csv_frame(table).to_csv(index=False, float_format=CSV_FLOAT_FORMAT, lineterminator="\n"),
     )
     return path

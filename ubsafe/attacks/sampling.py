@@ -12,9 +12,9 @@ def paper_draw(n_candidates: int, *, seed: int, k: int = PAPER_SAMPLES_PER_SOURC
     """Positions of min(k, n) candidates, drawn as UnsafeBench does.
 
     UnsafeBench seeds Python's `random` with the seed (2023, 2024 or 2025) and calls
-    `random.sample(range(n), min(n, k))` over the clean-correct images of one source, in dataset
-    order; a private `random.Random(seed)` gives the same draw without touching global state.
-    The caller supplies the candidates in a stable order (for ubsafe: by sample_id) and maps
+    `random.sample(range(n), min(n, k))` over the clean-correct images of one source, in its own
+    order (`ubsafe.stages.attack.paper_pool`); a private `random.Random(seed)` gives the same draw
+    without touching global state. The caller supplies the candidates in a stable order and maps
     positions back to samples; the order of the returned positions is the draw order.
     """
     if n_candidates < 0:

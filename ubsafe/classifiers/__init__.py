@@ -26,6 +26,7 @@ from ubsafe.classifiers.registry import (
     get_entry,
     list_classifiers,
     missing_weights,
+    option_problems,
     resolve_options,
     weight_files,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "list_classifiers",
     "load_classifier",
     "missing_weights",
+    "option_problems",
     "resolve_options",
     "weight_files",
 ]

@@ -52,6 +52,17 @@ class EmbeddingClassifier(ABC):
         outside the band where the hard rule rounds). In eval mode, parameters frozen.
         """
 
+    def paper_surrogate(self) -> torch.nn.Module:
+        """What UnsafeBench's attacked model returned, from raw embeddings: (N, 2) [safe, unsafe].
+
+        The attack stage differentiates this in `attack.mode = "paper"`. The default is the softmax
+        of `surrogate()`'s logits (Q16's softmax(100 · cos)); a classifier whose reference model
+        returned something else overrides it.
+        """
+        from ubsafe.classifiers.torch_head import SoftmaxOf
+
+        return SoftmaxOf(self.surrogate())
+
     def check_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """`embeddings` as a float64 array (N, dim), or a ValueError saying what is wrong."""
         return as_embedding_matrix(embeddings, self.dim, self.name)

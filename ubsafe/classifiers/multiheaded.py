@@ -2,7 +2,8 @@
 
 Each head is Linear(D, H), ReLU, Dropout(0.5), BatchNorm1d(H), Linear(H, 1), sigmoid, evaluated in
 eval mode (running statistics, no dropout). The classifier's probability is max_h sigmoid(z_h) =
-sigmoid(max_h z_h), so the logits are [0, max_h z_h] and the score is max_h z_h.
+sigmoid(max_h z_h), so the logits are [0, max_h z_h] and the score is max_h z_h. In the paper's
+attack mode the attacked output is UnsafeBench's: softmax([1 − p, p]) with p that probability.
 """
 
 from __future__ import annotations
@@ -16,7 +17,12 @@ import torch
 from torch import nn
 
 from ubsafe.classifiers.registry import ClassifierEntry
-from ubsafe.classifiers.torch_head import HeadClassifier, load_into, read_state_dict
+from ubsafe.classifiers.torch_head import (
+    HeadClassifier,
+    ProbabilityPairSoftmax,
+    load_into,
+    read_state_dict,
+)
 
 #: Heads in the order UnsafeBench stacks them; each is `<head>.pt` in the weights repository.
 HEADS: tuple[str, ...] = ("sexual", "violent", "disturbing", "hateful", "political")
@@ -87,6 +93,7 @@ def build(
         categories=entry.categories if entry else (),
         entry=entry,
         device=device,
+        paper_output=ProbabilityPairSoftmax,
     )
 
 

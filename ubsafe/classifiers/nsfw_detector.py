@@ -2,7 +2,8 @@
 
 e ← e / ‖e‖; x = (e − mean) / sqrt(variance) (no epsilon, as the port); then Linear D→64, ReLU,
 64→512, ReLU, 512→256, ReLU, 256→1 gives the logit z; the probability is sigmoid(z) and the image is
-unsafe iff it exceeds 0.5, i.e. z > 0. Logits [0, z]; score z.
+unsafe iff it exceeds 0.5, i.e. z > 0. Logits [0, z]; score z. In the paper's attack mode the
+attacked output is UnsafeBench's: softmax([1 − p, p]) with p = sigmoid(z).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ubsafe.classifiers.registry import ClassifierEntry
 from ubsafe.classifiers.torch_head import (
     BinaryLogits,
     HeadClassifier,
+    ProbabilityPairSoftmax,
     load_into,
     read_state_dict,
 )
@@ -88,6 +90,7 @@ def build(
         categories=entry.categories if entry else (),
         entry=entry,
         device=device,
+        paper_output=ProbabilityPairSoftmax,
     )
 
 

@@ -9,6 +9,7 @@ library, so `ubsafe classifiers` answers at once.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import os
 import tomllib
@@ -16,7 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ubsafe.taxonomy import CATEGORIES, SOURCE_KINDS, SPLITS
 from ubsafe.weights import WeightFile
@@ -49,8 +52,61 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "options": dict,
     "train_sources": list,
     "splits": list,
+    "extra": str,
+    "judge": dict,
 }
-_WEIGHT_KEYS = {"repo": str, "filename": str, "revision": str, "sha256": str}
+_WEIGHT_KEYS = {"repo": str, "filename": str, "revision": str, "sha256": str, "size": int}
+
+
+class JudgeSpec(BaseModel):
+    """What makes a vision-language judge what it is: the `[judge]` table of its registry entry.
+
+    Code asks these fields, never the judge's name: how answers are obtained, how it decodes under
+    `vlm.decoding = "paper"`, which attacks it supports, what it reads and which files it needs.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: how its answers are obtained: `generate` (an open model here), `query` (an OpenAI-compatible
+    #: endpoint), `replay` (published answers); with several, the run setting `mode_setting` picks
+    answers: tuple[Literal["generate", "query", "replay"], ...] = Field(min_length=1)
+    #: the run setting that picks among `answers` (e.g. `gpt4v.mode`); "" with one way
+    mode_setting: str = ""
+    #: the model loader of `ubsafe.vlm.load.LOADERS` (generate and query)
+    loader: str
+    #: decoding under `vlm.decoding = "paper"`: `greedy`, or LAVIS's beam search (`lavis-beams`)
+    paper_decoding: Literal["greedy", "lavis-beams"] = "greedy"
+    #: targeted attacks on its answer (`ubsafe.attacks.judge_rows.ATTACKS`); empty: not attackable
+    attacks: tuple[Literal["fgsm", "pgd"], ...] = ()
+    #: whether its answers go through the response converter (RoBERTa files unless rules)
+    converter: bool = True
+    #: whether it needs a LoRA adapter: trained by the finetune stage, or `perspective.adapter`
+    adapter: bool = False
+    #: the checkpoint `ubsafe weights fetch` downloads whole (`ubsafe.vlm.registry.CHECKPOINTS`)
+    checkpoint: str = ""
+    #: whose published answers a replay reads (`ubsafe.vlm.replay.PUBLISHED_MODELS`)
+    published: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JudgeSpec:
+        if len(self.answers) > 1 and not self.mode_setting:
+            raise ValueError("several `answers` need a `mode_setting` that picks one")
+        if "replay" in self.answers and not self.published:
+            raise ValueError("a judge that replays answers names them: `published`")
+        return self
+
+    def mode(self, config: Any) -> str:
+        """How this run obtains its answers (the run setting's value when there are several)."""
+        if len(self.answers) == 1:
+            return self.answers[0]
+        return str(config.setting(self.mode_setting))
+
+    def reads_images(self, config: Any) -> bool:
+        return self.mode(config) != "replay"
+
+    def runs_model_here(self, config: Any) -> bool:
+        """Whether it runs a model on this machine (a GPU job), not an endpoint or a replay."""
+        return self.mode(config) == "generate"
 
 
 class RegistryError(ValueError):
@@ -83,7 +139,17 @@ class ClassifierEntry:
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     train_sources: tuple[str, ...] = ()
     splits: tuple[str, ...] = ()
+    #: the optional part of ubsafe it needs (`ubsafe.extras.EXTRAS`), or ""
+    extra: str = ""
+    #: a vision-language judge's description (`[judge]`), None for other classifiers
+    judge: JudgeSpec | None = None
     path: Path | None = None
+
+    @property
+    def network(self) -> bool:
+        """Whether it can send images to a remote API (spending the user's credit): a judge that
+        may query an endpoint. A dataset's own ubsafe.toml may not select it."""
+        return self.judge is not None and "query" in self.judge.answers
 
     @property
     def is_image(self) -> bool:
@@ -165,6 +231,28 @@ def parse_entry(path: str | os.PathLike[str]) -> ClassifierEntry:
     if bad:
         raise fail("splits", f"has {bad[0]!r}; must be among {', '.join(SPLITS)}")
 
+    extra = data.get("extra", "")
+    if extra:
+        from ubsafe.extras import EXTRAS
+
+        if extra not in EXTRAS:
+            raise fail("extra", f"is {extra!r}; must be one of {', '.join(EXTRAS)}")
+
+    judge = None
+    if "judge" in data:
+        try:
+            judge = JudgeSpec(**data["judge"])
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise fail(f"judge.{where}" if where else "judge", first["msg"]) from None
+        if data["attackable"] != bool(judge.attacks):
+            raise fail(
+                "attackable",
+                f"is {str(data['attackable']).lower()} but [judge] attacks = "
+                f"{list(judge.attacks)}; a judge is attackable exactly when it lists attacks",
+            )
+
     return ClassifierEntry(
         name=name,
         paper_name=data["paper_name"],
@@ -181,6 +269,8 @@ def parse_entry(path: str | os.PathLike[str]) -> ClassifierEntry:
         options=MappingProxyType(dict(data.get("options", {}))),
         train_sources=tuple(train_sources),
         splits=tuple(splits),
+        extra=extra,
+        judge=judge,
         path=path,
     )
 
@@ -211,6 +301,7 @@ def _parse_weight(item: Any, index: int, fail: Any) -> WeightFile:
         filename=item["filename"],
         revision=item.get("revision"),
         sha256=item.get("sha256"),
+        size=item.get("size"),
     )
 
 
@@ -242,6 +333,33 @@ def get_entry(name: str) -> ClassifierEntry:
         ) from None
 
 
+def replaying_judges(config: Any) -> list[tuple[str, str]]:
+    """(name, the setting that chose it) of every judge of `config` that replays published answers
+    (unknown names are left to the name check)."""
+    out = []
+    for name in config.classifiers:
+        try:
+            judge = get_entry(name).judge
+        except KeyError:
+            continue
+        if judge is not None and judge.mode(config) == "replay":
+            out.append((name, judge.mode_setting))
+    return out
+
+
+def run_weight_files(name: str, config: Any) -> list[WeightFile]:
+    """The files a run with `config` needs for `name`: its entry's, plus the response converter's
+    when it is a judge whose answers go through the converter and `vlm.converter = "roberta"`
+    (`auto` falls back to the rules without them; `rules` needs none)."""
+    entry = get_entry(name)
+    files = list(entry.weights)
+    if entry.judge is not None and entry.judge.converter and config.vlm.converter == "roberta":
+        from ubsafe.vlm.registry import CONVERTER_FILES
+
+        files += [f for f in CONVERTER_FILES if f not in files]
+    return files
+
+
 def weight_files(name: str) -> list[WeightFile]:
     """The hub files the classifier `name` loads (empty for fitted and self-contained ones)."""
     return list(get_entry(name).weights)
@@ -256,23 +374,54 @@ def missing_weights(name: str, weights_dir: str | os.PathLike[str]) -> list[Path
     ]
 
 
-def resolve_options(entry: ClassifierEntry, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The entry's default options updated by `overrides`; an unknown key raises, naming the valid.
-
-    The run config passes overrides per classifier (e.g. nudenet's `threshold`); the registry file
-    holds the documented defaults, so its `[options]` table is also the list of valid keys.
-    """
+def option_problems(entry: ClassifierEntry, overrides: Mapping[str, Any] | None) -> list[str]:
+    """Every override that the entry's declared `[options]` do not allow: unknown keys, and
+    values whose type differs from the documented default's (an int is accepted for a float; a
+    list must hold the same kind of items as the default's)."""
     options = dict(entry.options)
+    valid = ", ".join(options) or "none"
+    problems = []
     for key, value in (overrides or {}).items():
         if key not in options:
-            valid = ", ".join(options) or "none"
-            raise ValueError(f"{entry.name}: unknown option {key!r} (valid options: {valid})")
+            close = difflib.get_close_matches(key, options, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown option {key!r}{hint}; {entry.name}'s options: {valid}")
+            continue
         default = options[key]
-        widened = isinstance(default, float) and isinstance(value, int)
-        if default is not None and not isinstance(value, type(default)) and not widened:
-            raise ValueError(
-                f"{entry.name}: option {key!r} = {value!r} must be a "
-                f"{type(options[key]).__name__} like its default {options[key]!r}"
+        if default is not None and not _same_kind(value, default):
+            problems.append(
+                f"option {key} = {value!r} must be a {_kind(default)} like its default {default!r}"
             )
-        options[key] = value
-    return options
+    return problems
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            return False
+        kinds = {type(item) for item in default}
+        return not kinds or all(type(item) in kinds for item in value)
+    return isinstance(value, type(default))
+
+
+def _kind(default: Any) -> str:
+    if isinstance(default, list) and default:
+        return f"list of {type(default[0]).__name__}"
+    return type(default).__name__
+
+
+def resolve_options(entry: ClassifierEntry, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The entry's default options updated by `overrides`; a bad key or type raises, naming them.
+
+    The run config passes overrides per classifier (e.g. nudenet's `threshold`); the registry file
+    holds the documented defaults, so its `[options]` table is also the list of valid keys and
+    their types (preflight checks them all before any job: `option_problems`).
+    """
+    problems = option_problems(entry, overrides)
+    if problems:
+        raise ValueError(f"{entry.name}: " + "; ".join(problems))
+    return {**dict(entry.options), **dict(overrides or {})}

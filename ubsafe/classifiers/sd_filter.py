@@ -16,6 +16,10 @@ Score: max_j (cos(e, c_j) − wc_j + adjustment), unrounded. The surrogate drops
 unsafe margin is that score minus 0.0005 (where rounding to 3 decimals turns positive), so its
 argmax agrees with the hard rule except within float error of that edge; the special-care
 adjustment stays a step (no gradient), as in UnsafeBench's surrogate.
+
+In the paper's attack mode the attacked output is UnsafeBench's own surrogate instead:
+softmax([−u, u]) with u = max_j (cos(e, c_j) − wc_j + adjustment), the special-care step taken at
+an unrounded score > 0, and no shift to the rounding edge (`PaperCheckerOutput`).
 """
 
 from __future__ import annotations
@@ -165,14 +169,35 @@ class CheckerSurrogate(nn.Module):
             "special_thresholds", torch.from_numpy(concepts.special_thresholds.copy())
         )
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+    #: where a special-care score counts as a hit (the hard rule's rounding edge)
+    special_edge = ROUNDING_EDGE
+
+    def max_score(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """max_j (cos(e, c_j) − wc_j + adjustment), the adjustment a step at `special_edge`."""
         e = F.normalize(embeddings, dim=-1)
         concept = e @ F.normalize(self.concept_embeds, dim=-1).T - self.concept_thresholds
         special = e @ F.normalize(self.special_embeds, dim=-1).T - self.special_thresholds
         # A step, as in the hard rule: no gradient flows through the special-care test.
-        hit = (special.detach() > ROUNDING_EDGE).any(dim=1, keepdim=True)
-        margin = (concept + SPECIAL_CARE_ADJUSTMENT * hit).amax(dim=1) - ROUNDING_EDGE
+        hit = (special.detach() > self.special_edge).any(dim=1, keepdim=True)
+        return (concept + SPECIAL_CARE_ADJUSTMENT * hit).amax(dim=1)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        margin = self.max_score(embeddings) - ROUNDING_EDGE
         return LOGIT_SCALE * torch.stack([-margin, margin], dim=1)
+
+
+class PaperCheckerOutput(CheckerSurrogate):
+    """UnsafeBench's attacked checker: softmax([−u, u]), u = max_j (cos − w + adjustment).
+
+    As its `StableDiffusionSafetyChecker.forward`: the special-care adjustment applies where an
+    unrounded special score is > 0, and u is neither shifted nor scaled.
+    """
+
+    special_edge = 0.0
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        u = self.max_score(embeddings)
+        return torch.softmax(torch.stack([-u, u], dim=1), dim=1)
 
 
 class SafetyCheckerRule(EmbeddingClassifier):
@@ -191,6 +216,7 @@ class SafetyCheckerRule(EmbeddingClassifier):
         self.categories = entry.categories if entry else ()
         self.entry = entry
         self._surrogate = CheckerSurrogate(concepts).eval().to(device)
+        self._paper = PaperCheckerOutput(concepts).eval().to(device)
 
     def decide(self, embeddings: np.ndarray) -> Decision:
         array = self.check_embeddings(embeddings)
@@ -212,6 +238,9 @@ class SafetyCheckerRule(EmbeddingClassifier):
 
     def surrogate(self) -> nn.Module:
         return self._surrogate
+
+    def paper_surrogate(self) -> nn.Module:
+        return self._paper
 
 
 def load(

@@ -89,6 +89,7 @@ class HeadClassifier(EmbeddingClassifier):
         entry: ClassifierEntry | None = None,
         device: str | torch.device = "cpu",
         score_of: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        paper_output: Callable[[nn.Module], nn.Module] | None = None,
     ) -> None:
         self.name = name
         self.dim = dim
@@ -101,6 +102,7 @@ class HeadClassifier(EmbeddingClassifier):
         self._exact = copy.deepcopy(head).to(device="cpu", dtype=torch.float64)
         self._head = head.to(self.device)
         self._score_of = score_of or _margin
+        self._paper_output = paper_output or SoftmaxOf
 
     def decide(self, embeddings: np.ndarray) -> Decision:
         array = self.check_embeddings(embeddings)
@@ -116,6 +118,9 @@ class HeadClassifier(EmbeddingClassifier):
 
     def surrogate(self) -> nn.Module:
         return self._head
+
+    def paper_surrogate(self) -> nn.Module:
+        return self._paper_output(self._head)
 
 
 def _margin(logits: torch.Tensor) -> torch.Tensor:
@@ -135,3 +140,31 @@ class BinaryLogits(nn.Module):
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         z = self.body(embeddings).reshape(embeddings.shape[0])
         return torch.stack([torch.zeros_like(z), z], dim=1)
+
+
+class SoftmaxOf(nn.Module):
+    """The softmax of a module's logits [safe, unsafe] (what Q16's reference model returned)."""
+
+    def __init__(self, logits: nn.Module) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.logits(embeddings), dim=1)
+
+
+class ProbabilityPairSoftmax(nn.Module):
+    """softmax([1 − p, p]) with p the classifier's unsafe probability (softmax of the logits).
+
+    UnsafeBench's MultiHeaded and NSFW-detector models returned this to foolbox: the probability
+    pair [1 − p, p] passed through one more softmax, so its two outputs differ by
+    tanh(p − 1/2) rather than by 2p − 1.
+    """
+
+    def __init__(self, logits: nn.Module) -> None:
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(self.logits(embeddings), dim=1)[:, 1:]
+        return torch.softmax(torch.cat([1.0 - p, p], dim=1), dim=1)

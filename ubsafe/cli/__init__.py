@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import logging
-import sys
 
 import click
 
@@ -36,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classifiers": ("ubsafe.cli.registry:classifiers", "List the classifier registry."),
     "encoders": ("ubsafe.cli.registry:encoders", "List the encoder registry."),
     "perturbations": ("ubsafe.cli.registry:perturbations", "List the perturbations."),
+    "generators": ("ubsafe.cli.registry:generators", "List the text-to-image generators."),
 }
 
 
@@ -57,17 +56,29 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except expected_errors() as exc:
-            raise click.ClickException(str(exc)) from None
+            from ubsafe.escape import terminal
+            from ubsafe.redact import redact
+
+            raise click.ClickException(terminal(redact(str(exc)))) from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Short help from the table above: listing commands must not import them.
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_text) for name, (_, help_text) in COMMANDS.items()])
+        from ubsafe.targets import TARGETS
+
+        with formatter.section("Targets (ubsafe run|submit TARGET)"):
+            formatter.write_dl([(t.name, t.summary) for t in TARGETS.values()])
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(ubsafe.__version__, prog_name="ubsafe")
-@click.option("-v", "--verbose", count=True, help="Debug log output.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output on the terminal: -v every INFO record (libraries too), -vv DEBUG.",
+)
 def main(verbose: int) -> None:
     """ubsafe: benchmark image safety classifiers for effectiveness and robustness,
     on real-world and AI-generated images, locally or on a Slurm cluster.
@@ -80,7 +91,6 @@ def main(verbose: int) -> None:
       ubsafe submit robustness DATASET --out RUN --partition gpu
       ubsafe report RUN
     """
-    level = logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(
-        level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    from ubsafe.logs import configure
+
+    configure(verbose)

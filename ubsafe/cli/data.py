@@ -7,6 +7,18 @@ from pathlib import Path
 
 import click
 
+from ubsafe.cli.common import F, image_options
+
+
+def image_options_decorator(func: F) -> F:
+    for option in reversed(image_options()):
+        func = option(func)
+    return func
+
+
+#: `--format` values for prompt sets → `open_prompts` format
+PROMPT_FORMATS = {"i2p": "i2p", "prompts": "manifest", "unsafebench-prompts": "unsafebench"}
+
 
 @click.group()
 def data() -> None:
@@ -47,9 +59,10 @@ def demo(out: Path, n: int, seed: int) -> None:
 @click.option(
     "--format",
     "dataset_format",
-    type=click.Choice(["auto", "unsafebench", "external", "manifest"]),
+    type=click.Choice(["auto", "unsafebench", "external", "manifest", *PROMPT_FORMATS]),
     default=None,
-    help="Dataset layout (default: detected).",
+    help="Dataset layout (default: detected). Prompt sets: i2p, prompts (a prompt manifest),"
+    " unsafebench-prompts (the text column of an UnsafeBench folder).",
 )
 @click.option(
     "--config",
@@ -58,37 +71,87 @@ def demo(out: Path, n: int, seed: int) -> None:
     default=None,
     help="Run config with a [source_map] for other datasets' source names.",
 )
+@image_options_decorator
 def check(
-    dataset: Path, images: bool, dataset_format: str | None, config_file: Path | None
+    dataset: Path,
+    images: bool,
+    dataset_format: str | None,
+    config_file: Path | None,
+    image_roots: str | None,
+    max_image_mb: float | None,
 ) -> None:
-    """Validate DATASET: print counts by category × source × label; exit 1 on any problem."""
+    """Validate DATASET (images or prompts): print counts; exit 1 on any problem.
+
+    A file with a `prompt` column, or a folder with I2P's CSV, is checked as a prompt set.
+    """
+    from ubsafe.prompts.readers import looks_like_prompts
+
+    if dataset_format in PROMPT_FORMATS or (
+        dataset_format in (None, "auto") and looks_like_prompts(dataset)
+    ):
+        _check_prompts(dataset, PROMPT_FORMATS.get(dataset_format or ""))
+        return
+    from ubsafe.cli.common import announce
     from ubsafe.config import build_config
     from ubsafe.data.checks import decode_failures, summary
     from ubsafe.data.dataset import open_dataset
+    from ubsafe.data.files import ReadLimits
     from ubsafe.data.issues import DatasetError
+    from ubsafe.escape import terminal
 
-    config = build_config(
-        dataset=dataset, config_file=config_file, flags={"dataset_format": dataset_format}
-    )
+    def say(text: str, err: bool = False) -> None:
+        click.echo(terminal(text), err=err)
+
+    flags = {
+        "dataset_format": dataset_format,
+        "image_roots": image_roots,
+        "max_image_mb": max_image_mb,
+    }
+    config = build_config(dataset=dataset, config_file=config_file, flags=flags, announce=announce)
     try:
-        ds = open_dataset(dataset, fmt=config.dataset_format, source_map=config.source_map)
+        ds = open_dataset(
+            dataset,
+            fmt=config.dataset_format,
+            source_map=config.source_map,
+            limits=ReadLimits.from_config(config),
+        )
     except DatasetError as exc:
-        click.echo(exc.describe(), err=True)
+        say(exc.describe(), err=True)
         sys.exit(1)
-    click.echo(
-        f"{dataset}: {ds.format} layout, {len(ds.table)} samples, fingerprint {ds.fingerprint()}"
-    )
+    say(f"{dataset}: {ds.format} layout, {len(ds.table)} samples, fingerprint {ds.fingerprint()}")
     for note in ds.notes:
-        click.echo(f"note: {note}")
-    click.echo(summary(ds.table))
+        say(f"note: {note}")
+    say(summary(ds.table))
     if images:
         failures = decode_failures(ds)
         if failures:
-            click.echo(f"{len(failures)} image(s) fail to decode (runs would skip them):", err=True)
+            say(f"{len(failures)} image(s) fail to decode (runs would skip them):", err=True)
             for sample_id, reason in failures:
-                click.echo(f"  {sample_id}: {reason}", err=True)
+                say(f"  {sample_id}: {reason}", err=True)
             sys.exit(1)
-        click.echo(f"all {len(ds.table)} images decode")
+        say(f"all {len(ds.table)} images decode")
+
+
+def _check_prompts(path: Path, fmt: str | None) -> None:
+    from ubsafe.data.issues import DatasetError
+    from ubsafe.escape import terminal
+    from ubsafe.prompts import open_prompts
+    from ubsafe.prompts.checks import summary
+
+    try:
+        prompt_set = open_prompts(path, fmt=fmt)
+    except DatasetError as exc:
+        click.echo(terminal(exc.describe()), err=True)
+        sys.exit(1)
+    click.echo(
+        terminal(
+            f"{path}: {prompt_set.kind} prompts, {len(prompt_set)} prompts,"
+            f" fingerprint {prompt_set.fingerprint}"
+        )
+    )
+    for note in prompt_set.notes:
+        click.echo(terminal(f"note: {note}"))
+    click.echo(terminal(summary(prompt_set)))
 
 
 @data.command()

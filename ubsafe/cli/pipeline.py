@@ -7,9 +7,12 @@ from typing import Any
 
 import click
 
-from ubsafe.cli.common import config_flags, config_options, default_out
+from ubsafe.cli.common import announce, config_flags, config_options, default_out
+from ubsafe.targets import TARGET_NAMES, help_lines, runs_stage
 
-TARGET = click.Choice(["embed", "effectiveness", "robustness", "all"])
+#: The targets, from the one table in `ubsafe.targets`.
+TARGET = click.Choice(TARGET_NAMES)
+TARGETS_HELP = "\b\nTargets:\n" + help_lines()
 
 
 def resolve_config(
@@ -29,17 +32,51 @@ def resolve_config(
     flags = config_flags(kwargs)
     flags["out"] = str((out or default_out(dataset)).resolve())
     flags["target"] = target
-    return build_config(dataset=dataset, config_file=config_file, flags=flags)
+    return build_config(dataset=dataset, config_file=config_file, flags=flags, announce=announce)
 
 
-def prepare(config: Any) -> Any:
-    """Preflight checks, then plan (or reopen) the run. Nothing is written if a check fails."""
+def result_notes(results_dir: Path) -> list[str]:
+    """The notes the reduce left in summary.json (e.g. why tables are missing)."""
+    import json
+
+    try:
+        summary = json.loads((results_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(note) for note in summary.get("notes", [])]
+
+
+def prepare(config: Any, *, local: bool = False, before_writing: Any = None) -> Any:
+    """Preflight checks in order (the dataset or prompts, names and options, data needs, every
+    missing weight file), then `before_writing()` when given (submit's checks against the
+    cluster), then plan (or reopen) the run. Nothing is written if a check fails.
+
+    `local`: the work runs on this machine (`ubsafe run`, the demo), so a CUDA device it names
+    must be visible here."""
     from ubsafe.stages.plan import plan_run
-    from ubsafe.stages.preflight import check_names, check_weights
+    from ubsafe.stages.preflight import (
+        check_device,
+        check_mitigation,
+        check_names,
+        check_weights,
+        preflight,
+    )
 
-    check_names(config)
-    check_weights(config)
-    return plan_run(config)
+    if runs_stage(config.target, "generate"):
+        from ubsafe.generate.plan import plan_mitigation, read_prompts
+
+        prompts = read_prompts(config)
+        check_names(config)
+        check_device(config, local=local)
+        check_mitigation(config)
+        check_weights(config)
+        if before_writing is not None:
+            before_writing()
+        return plan_mitigation(config, prompts=prompts)
+    dataset = preflight(config, local=local)
+    if before_writing is not None:
+        before_writing()
+    return plan_run(config, dataset=dataset)
 
 
 @click.command()
@@ -54,15 +91,14 @@ def prepare(config: Any) -> Any:
 def plan(dataset: Path, out: Path | None, **kwargs: Any) -> None:
     """Validate DATASET and write RUN/plan.parquet (samples → shards, by sample id)."""
     from ubsafe.stages.plan import plan_run
-    from ubsafe.stages.preflight import check_names
+    from ubsafe.stages.preflight import preflight
 
     config = resolve_config(dataset, out, "effectiveness", kwargs)
-    check_names(config)
-    run = plan_run(config)
+    run = plan_run(config, dataset=preflight(config, weights=False))
     click.echo(f"{run.plan_path}: {len(run.plan)} samples in {run.n_shards} shard(s)")
 
 
-@click.command()
+@click.command(epilog=TARGETS_HELP)
 @click.argument("stage", type=TARGET)
 @click.argument("dataset", type=click.Path(path_type=Path), required=False)
 @click.option(
@@ -73,17 +109,20 @@ def plan(dataset: Path, out: Path | None, **kwargs: Any) -> None:
 )
 @config_options
 def run(stage: str, dataset: Path | None, out: Path | None, **kwargs: Any) -> None:
-    """Run STAGE (embed, effectiveness, robustness, all) on DATASET here; missing shards only."""
+    """Run the target STAGE on DATASET here; missing shards only. For `mitigation`, DATASET is a
+    prompt set (I2P CSV, prompt manifest, UnsafeBench directory's text, or builtin:demo)."""
     from ubsafe.launch.local import run_pipeline
 
     config = resolve_config(dataset, out, stage, kwargs)
-    the_run = prepare(config)
+    the_run = prepare(config, local=True)
     run_pipeline(the_run, stage, workers=config.workers)
     click.echo(f"{stage} done: {the_run.root}")
     if stage != "embed":
         from ubsafe.report import render_report
 
         click.echo(f"results: {the_run.results_dir}")
+        for note in result_notes(the_run.results_dir):
+            click.echo(f"note:    {note}")
         click.echo(f"report:  {render_report([the_run.root])}")
 
 
@@ -128,13 +167,29 @@ def reduce(run_dir: Path, allow_missing: bool) -> None:
 @click.option("--shard-size", type=click.IntRange(min=1), default=None, help="Samples per shard.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Shards run at once.")
 @click.option("--target", type=TARGET, default="all", show_default=True, help="What to run.")
+@click.option(
+    "--mitigation/--no-mitigation",
+    default=True,
+    show_default=True,
+    help="Also a small mitigation run: the built-in prompts through the tiny generators "
+    "(tiny-sd, tiny-sld-max, tiny-safegen), judged by NudeNet, into OUT-mitigation.",
+)
 def demo(
-    out: Path, data_dir: Path, n: int, shard_size: int | None, workers: int | None, target: str
+    out: Path,
+    data_dir: Path,
+    n: int,
+    shard_size: int | None,
+    workers: int | None,
+    target: str,
+    mitigation: bool,
 ) -> None:
-    """The main job on the embedded demo data: data, probes, NudeNet, robustness, report."""
-    from ubsafe.demo import run_demo
+    """The main job on the embedded demo data: data, probes, NudeNet, robustness, report; and a
+    small text-to-image mitigation run with the tiny generators."""
+    from ubsafe.demo import run_demo, run_mitigation_demo
 
     report = run_demo(
         out=out, data_dir=data_dir, n=n, shard_size=shard_size, workers=workers, target=target
     )
+    if mitigation:
+        report += "\n\n" + run_mitigation_demo(out=out.with_name(out.name + "-mitigation"))
     click.echo(report)

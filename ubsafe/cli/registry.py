@@ -37,13 +37,19 @@ weights_dir_option = click.option(
 @weights_dir_option
 def classifiers(weights_dir: Path | None) -> None:
     """Name, input, encoder, weights and covered categories of every classifier."""
-    from ubsafe.classifiers import list_classifiers, weight_files
+    from ubsafe.classifiers import list_classifiers
+    from ubsafe.classifiers.registry import run_weight_files
+    from ubsafe.config import RunConfig
+
+    defaults = RunConfig()  # the files a run with the default settings needs
 
     weights_dir = weights_dir or Path(default_weights_dir())
     rows = []
     for entry in list_classifiers():
         weights = (
-            "fitted in the run" if entry.fitted else _present(weight_files(entry.name), weights_dir)
+            "fitted in the run"
+            if entry.fitted
+            else _present(run_weight_files(entry.name, defaults), weights_dir)
         )
         cats = "all 11" if len(entry.categories) == 11 else ", ".join(entry.categories)
         rows.append(
@@ -92,3 +98,22 @@ def perturbations() -> None:
         for p in list_perturbations()
     ]
     click.echo(_table(rows, ["name", "family", "severities", "batched", "description"]))
+
+
+@click.command()
+@weights_dir_option
+def generators(weights_dir: Path | None) -> None:
+    """Name, pipeline, weights and description of every text-to-image generator."""
+    from ubsafe.generate import list_generators
+
+    weights_dir = weights_dir or Path(default_weights_dir())
+    rows = []
+    for entry in list_generators():
+        kind = f"sld-{entry.sld_preset}" if entry.pipeline == "sld" else "sd"
+        if entry.unet:
+            kind += " + unet"
+        present = "built here" if entry.tiny else _present(list(entry.weight_files()), weights_dir)
+        rows.append([entry.name, kind, present, entry.description])
+    click.echo(_table(rows, ["name", "pipeline", "weights", "description"]))
+    click.echo("\nfetch: ubsafe weights fetch --to DIR --generators NAME[,NAME...]")
+    click.echo(f"weights dir: {weights_dir}")

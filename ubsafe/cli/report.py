@@ -21,7 +21,14 @@ import click
     default=None,
     help="Report folder (default: the first RUN's report/).",
 )
-def report(runs: tuple[Path, ...], out: Path | None) -> None:
+@click.option(
+    "--thumbnails",
+    type=click.Choice(["off", "blur"]),
+    default="off",
+    show_default=True,
+    help="Generated images of mitigation runs: none, or heavily blurred thumbnails only.",
+)
+def report(runs: tuple[Path, ...], out: Path | None, thumbnails: str) -> None:
     """Render tables and figures from RUN/results/ into index.html, report.md and figures/.
 
     With several runs, each table holds them side by side, one sub-column per run. Prints the
@@ -30,7 +37,7 @@ def report(runs: tuple[Path, ...], out: Path | None) -> None:
     from ubsafe.report import ReportError, render_report
 
     try:
-        index = render_report(list(runs), out)
+        index = render_report(list(runs), out, thumbnails=thumbnails)
     except ReportError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(index))

@@ -36,11 +36,12 @@ def status(run_dir: Path, scheduler: bool, tracebacks: bool, show_all: bool, as_
 
     Exit status 0 when every stage is complete, 1 otherwise.
     """
-    from ubsafe.launch.status import run_status
+    from ubsafe.launch.status import embed_skips, run_status
     from ubsafe.rundir import Run
 
     run = Run.load(run_dir)
     stages = run_status(run)
+    skips = embed_skips(run)
     jobs: list[str] = []
     if scheduler:
         from ubsafe.launch.slurm_state import describe_jobs
@@ -54,11 +55,13 @@ def status(run_dir: Path, scheduler: bool, tracebacks: bool, show_all: bool, as_
             "config_hash": run.config.config_hash(),
             "complete": complete,
             "stages": [stage.to_json() for stage in stages],
+            "skipped_images": skips,
             "scheduler": jobs,
         }
         click.echo(json.dumps(document, indent=2))
     else:
         _print(run, stages, jobs, tracebacks=tracebacks, limit=None if show_all else LISTED)
+        _print_skips(skips, limit=None if show_all else LISTED)
     if not complete:
         raise SystemExit(1)
 
@@ -66,43 +69,62 @@ def status(run_dir: Path, scheduler: bool, tracebacks: bool, show_all: bool, as_
 def _print(
     run: Run, stages: list[StageStatus], jobs: list[str], *, tracebacks: bool, limit: int | None
 ) -> None:
+    from ubsafe.escape import terminal
     from ubsafe.launch.status import STATES, age, last_frame
 
-    click.echo(
+    def _echo(text: str) -> None:  # messages may quote dataset strings: controls shown escaped
+        click.echo(terminal(text))
+
+    _echo(
         f"{run.root}  target {run.config.target}  config {run.config.config_hash()}  "
         f"{len(run.plan)} samples in {run.n_shards} shard(s)"
     )
     for stage in stages:
         counts = "  ".join(f"{s} {stage.count(s)}" for s in STATES if stage.count(s))
-        click.echo(f"  {stage.stage:<8} {counts}")
+        _echo(f"  {stage.stage:<8} {counts}")
         for shard in _limited(stage.of("failed"), limit, stage.stage, "failed"):
             error = shard.record or {}
-            click.echo(
+            _echo(
                 f"    shard {shard.shard} failed: {error.get('type', '?')}: "
                 + _message(str(error.get("message", "")))
             )
             if tracebacks and error.get("traceback"):
-                click.echo("      " + str(error["traceback"]).rstrip().replace("\n", "\n      "))
+                _echo("      " + str(error["traceback"]).rstrip().replace("\n", "\n      "))
             else:
                 where = last_frame(str(error.get("traceback", "")))
                 if where:
-                    click.echo(f"      at {where}")
-            click.echo(f"      job {error.get('job_id') or '-'} on {error.get('host', '?')}")
-            click.echo(f"      error {run.error_path(stage.stage, shard.shard)}")
-            click.echo(f"      log   {shard.log or run.log_path(stage.stage, shard.shard)}")
+                    _echo(f"      at {where}")
+            _echo(f"      job {error.get('job_id') or '-'} on {error.get('host', '?')}")
+            _echo(f"      error {run.error_path(stage.stage, shard.shard)}")
+            _echo(f"      log   {shard.log or run.log_path(stage.stage, shard.shard)}")
             if shard.slurm_log:
-                click.echo(f"      slurm {shard.slurm_log}")
+                _echo(f"      slurm {shard.slurm_log}")
         for state in ("running", "interrupted"):
             for shard in _limited(stage.of(state), limit, stage.stage, state):
                 marker = shard.record or {}
-                click.echo(
+                _echo(
                     f"    shard {shard.shard} {state}: pid {marker.get('pid')} on "
                     f"{marker.get('host')}, job {marker.get('job_id') or '-'}, "
                     f"started {age(marker)} ago"
                     + ("; a relaunch redoes it" if state == "interrupted" else "")
                 )
     for line in jobs:
-        click.echo(line)
+        _echo(line)
+
+
+def _print_skips(skips: dict[str, dict[str, int]], limit: int | None) -> None:
+    """Images the embed stage could not decode or convert, by reason (counts)."""
+    for encoder, reasons in skips.items():
+        total = sum(reasons.values())
+        click.echo(
+            f"  skipped {total} image(s) that could not be embedded ({encoder}; they go to "
+            "results/skipped.csv):"
+        )
+        shown = list(reasons.items())
+        for reason, count in shown[:limit] if limit else shown:
+            click.echo(f"    {count:>6}  {_message(reason, max_lines=1)}")
+        if limit and len(shown) > limit:
+            click.echo(f"    ({len(shown) - limit} more reasons; --all lists every one)")
 
 
 def _limited(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ubsafe.cli.common import config_options
-from ubsafe.cli.pipeline import TARGET, prepare, resolve_config
+from ubsafe.cli.pipeline import TARGET, TARGETS_HELP, prepare, resolve_config
 
 if TYPE_CHECKING:
     from ubsafe.config import RunConfig
@@ -28,7 +28,7 @@ RESOURCE_FLAGS = (
 )
 
 
-@click.command()
+@click.command(epilog=TARGETS_HELP)
 @click.argument("stage", type=TARGET)
 @click.argument("dataset", type=click.Path(path_type=Path), required=False)
 @click.option(
@@ -77,6 +77,11 @@ RESOURCE_FLAGS = (
     help="Shards per array task (default 1; more when a stage has over 1000 shards).",
 )
 @click.option(
+    "--strict/--no-strict",
+    default=False,
+    help="Refuse (not only warn) a GPU stage without a GPU, or --out on a node-local path.",
+)
+@click.option(
     "--dry-run/--no-dry-run",
     default=False,
     help="Print the sbatch scripts it would submit; submit and write nothing.",
@@ -88,6 +93,7 @@ def submit(
     out: Path | None,
     profile: str | None,
     dry_run: bool,
+    strict: bool,
     **kwargs: Any,
 ) -> None:
     """Submit STAGE's missing shards of DATASET to Slurm: one array per stage, in order.
@@ -110,15 +116,17 @@ def submit(
         )
     config = resolve_config(dataset, out, stage, kwargs)
     if dry_run:
-        _dry_run(config, stage, chosen, flags)
+        _dry_run(config, stage, chosen, flags, strict)
     else:
-        _submit(config, stage, chosen, flags)
+        _submit(config, stage, chosen, flags, strict)
 
 
-def _submit(config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any]) -> None:
+def _submit(
+    config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any], strict: bool
+) -> None:
     from ubsafe.launch.slurm import submit as submit_jobs
 
-    run = prepare(config)
+    run = prepare_submission(config, stage, profile, flags, strict)
     submitted = submit_jobs(run, stage, profile, flags)
     for sub in submitted:
         click.echo(
@@ -131,19 +139,49 @@ def _submit(config: RunConfig, stage: str, profile: Profile, flags: dict[str, An
         click.echo(f"follow with `ubsafe status {run.root}`")
 
 
-def _dry_run(config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any]) -> None:
+def prepare_submission(
+    config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any], strict: bool
+) -> Any:
+    """Preflight, then the requests against the cluster, then plan: nothing is written (no
+    run.toml, no plan) for a mistake or a request the cluster can never run."""
+    return prepare(config, before_writing=cluster_check(config, stage, profile, flags, strict))
+
+
+def cluster_check(
+    config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any], strict: bool
+) -> Any:
+    """The check of the requests against the cluster, to run once preflight has passed."""
+    from ubsafe.launch.slurm import check_cluster
+    from ubsafe.rundir import Run
+
+    def check() -> None:
+        warn(check_cluster(Run(Path(config.out), config), stage, profile, flags, strict=strict))
+
+    return check
+
+
+def warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
+
+
+def _dry_run(
+    config: RunConfig, stage: str, profile: Profile, flags: dict[str, Any], strict: bool
+) -> None:
     from ubsafe.launch.slurm import submit as submit_jobs
     from ubsafe.rundir import RUN_TOML, Run
 
     root = Path(config.out)
     if (root / RUN_TOML).is_file():
-        run = prepare(config)
+        run = prepare_submission(config, stage, profile, flags, strict)
         submitted = submit_jobs(run, stage, profile, flags, dry_run=True)
     else:
         # A new run: plan it in a scratch directory so that a dry run leaves nothing behind.
         with tempfile.TemporaryDirectory(prefix="ubsafe-dry-run-") as scratch:
             scratch_config = config.model_copy(update={"out": str(Path(scratch) / root.name)})
-            run = prepare(scratch_config)
+            run = prepare(
+                scratch_config, before_writing=cluster_check(config, stage, profile, flags, strict)
+            )
             submitted = submit_jobs(
                 run, stage, profile, flags, dry_run=True, shown_as=Run(root, config)
             )

@@ -6,11 +6,13 @@ import pandas as pd
 
 from ubsafe.data.dataset import Dataset
 from ubsafe.data.images import DecodeError, decode_image
+from ubsafe.taxonomy import NO_LABEL
 
 
 def summary(table: pd.DataFrame) -> str:
-    """Counts by category × source × label (safe/unsafe), with totals."""
-    labelled = table.assign(label=table["label"].map({0: "safe", 1: "unsafe"}))
+    """Counts by category × source × label (safe/unsafe/unlabelled), with totals."""
+    names = {0: "safe", 1: "unsafe", NO_LABEL: "unlabelled"}
+    labelled = table.assign(label=table["label"].map(names))
     counts = pd.crosstab(
         labelled["category"],
         [labelled["source"], labelled["label"]],

@@ -28,6 +28,7 @@ from typing import Literal
 
 import pandas as pd
 
+from ubsafe.data.files import DEFAULT_LIMITS, ReadLimits
 from ubsafe.data.issues import DatasetError, Issue
 from ubsafe.taxonomy import CATEGORIES, DEFAULT_SOURCE_MAP, SPLITS
 
@@ -73,12 +74,20 @@ class Dataset:
     format: Format
     table: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    limits: ReadLimits = DEFAULT_LIMITS
 
     def iter_images(self, rows: pd.DataFrame) -> Iterator[tuple[str, bytes | None, str]]:
         """Yield (sample_id, image bytes or None, reason when None) for `rows` of the table."""
         from ubsafe.data import locate
 
-        yield from locate.iter_image_bytes(self.root, rows)
+        yield from locate.iter_image_bytes(self.root, rows, limits=self.limits)
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the samples carry labels (a dataset without a label column has none)."""
+        from ubsafe.taxonomy import NO_LABEL
+
+        return not bool((self.table["label"] == NO_LABEL).any())
 
     def fingerprint(self) -> str:
         """A content fingerprint: identical for the same samples, labels and image bytes."""
@@ -142,8 +151,13 @@ def open_dataset(
     *,
     fmt: str = "auto",
     source_map: Mapping[str, str] | None = None,
+    limits: ReadLimits = DEFAULT_LIMITS,
 ) -> Dataset:
-    """Read and validate a dataset; raise `DatasetError` listing every problem found."""
+    """Read and validate a dataset; raise `DatasetError` listing every problem found.
+
+    Image files are read only inside the dataset's folder or under `limits.image_roots`, and
+    none over `limits.max_image_bytes` (`ubsafe.data.files`).
+    """
     path = Path(path)
     chosen: Format = detect_format(path) if fmt == "auto" else fmt  # type: ignore[assignment]
     source_map = dict(DEFAULT_SOURCE_MAP if source_map is None else source_map)
@@ -166,7 +180,7 @@ def open_dataset(
             ],
         )
     root = path if path.is_dir() else path.parent
-    raw, issues, notes = reader.read(path)
+    raw, issues, notes = reader.read(path, limits)
     if raw is not None and chosen == "external":
         for name in sorted(set(raw["source"]) - set(source_map)):
             source_map[name] = "real"
@@ -179,7 +193,7 @@ def open_dataset(
         raise DatasetError(str(path), issues)
     assert raw is not None
     table = finish_table(raw, source_map)
-    return Dataset(root=root, format=chosen, table=table, notes=notes)
+    return Dataset(root=root, format=chosen, table=table, notes=notes, limits=limits)
 
 
 def _places(wheres: pd.Series) -> str:

@@ -3,11 +3,9 @@
 Two sources that differ in style, so a real-vs-AI shift exists: `Laion5B` ("real") images are
 photo-like (muted colours, soft natural gradients, sensor noise, mostly JPEG); `Lexica`
 ("AI-generated") images are digital-art-like (saturated, hue-shifted, smooth glow and vignette,
-mostly
-PNG). Every image belongs to one of the 11 categories; unsafe images carry that category's visual
-motif,
-safe ones a benign look-alike or none. Sizes, aspect ratios, formats and modes vary (JPEG, PNG,
-grayscale, RGBA). The same seed gives byte-identical files.
+mostly PNG). Every image belongs to one of the 11 categories; unsafe images carry that category's
+visual motif, safe ones a benign look-alike or none. Sizes, aspect ratios, formats and modes vary
+(JPEG, PNG, grayscale, RGBA). The same seed gives byte-identical files.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ perturbations = [
 ]
 severities = [1, 3, 5]
 attacks = ["fgsm", "pgd"]
-attack_eps = [1.0, 4.0]
+attack.eps = [1.0, 4.0]
 shard_size = 128
 # Several samples per encoder pass on CPU (kept only if this machine's BLAS gives every sample the
 # same bits whatever its position in the pass; otherwise one at a time).
@@ -45,6 +43,8 @@ micro_batch = 8
 """
 
 SOURCES = ("Laion5B", "Lexica")
+#: Parquet metadata that marks the files as this procedural data (reports say so).
+PROCEDURAL_KEY = b"ubsafe.procedural"
 UNSAFE_FRACTION = 0.4
 TEST_FRACTION = 0.2
 
@@ -328,7 +328,24 @@ def write_demo(out: str | os.PathLike[str], *, n: int = 2000, seed: int = 0) -> 
                 "text": pa.array([caption(s) for s in chosen]),
             }
         )
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), PROCEDURAL_KEY: b"ubsafe demo data"}
+        )
         with atomic.atomic_path(out / "data" / f"{split}-00000-of-00001.parquet") as tmp:
             pq.write_table(table, tmp, row_group_size=256, compression="zstd")
     atomic.write_text(out / "ubsafe.toml", DEMO_CONFIG)
     return out
+
+
+def is_procedural(dataset: str | os.PathLike[str]) -> bool:
+    """Whether `dataset` is this module's procedural data (its Parquet files carry the mark)."""
+    folder = Path(dataset) / "data"
+    if not folder.is_dir():
+        return False
+    files = sorted(folder.glob("*.parquet"))
+    try:
+        return bool(files) and all(
+            PROCEDURAL_KEY in (pq.read_schema(f).metadata or {}) for f in files
+        )
+    except (OSError, pa.ArrowException):
+        return False

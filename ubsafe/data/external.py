@@ -1,23 +1,25 @@
-"""The external evaluation sets' layout (SMID, NSFWDataset, ...; reference/unsafebench.md §5).
+"""The external evaluation sets' layout (SMID, NSFWDataset, ...: PerspectiveVision's test sets).
 
 Parquet files (under `data/` or at the root) with a base64-encoded `image` column and `label`
 0 safe / 1 unsafe. There is no category or source column: both are the dataset's directory name, and
 the source counts as `real` unless the run config's `source_map` says otherwise. The split comes
-from
-the file name (`train-*`, `test-*`; anything else is `test`).
+from the file name (`train-*`, `test-*`; anything else is `test`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ubsafe.data.dataset import image_hash
+from ubsafe.data.files import DEFAULT_LIMITS, ReadLimits, oversize_hash
 from ubsafe.data.issues import Issue, missing_columns
 from ubsafe.data.unsafebench import open_parquet
 
@@ -54,7 +56,36 @@ def decode_base64(value: object) -> bytes | None:
         return None
 
 
-def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
+def encoded_limit(limits: ReadLimits) -> int:
+    """The longest base64 text whose decoded image stays within the size limit."""
+    return (limits.max_image_bytes + 2) // 3 * 4
+
+
+def oversize_reason(encoded_length: int, limits: ReadLimits) -> str:
+    return limits.too_large(encoded_length * 3 // 4) or "too-large: the image is over the limit"
+
+
+def _rows(pf: pq.ParquetFile, limits: ReadLimits) -> Iterator[tuple[str | None, object]]:
+    """(content hash or None when the image is not valid base64, label) per row, one row group
+    at a time; images over the size limit are never decoded (their stand-in hash is their size)."""
+    longest = encoded_limit(limits)
+    for group in range(pf.num_row_groups):
+        table = pf.read_row_group(group, columns=list(REQUIRED))
+        images = table.column("image").combine_chunks()
+        lengths = pc.binary_length(images).to_pylist() if len(images) else []
+        labels = table.column("label").to_pylist()
+        for i, (length, label) in enumerate(zip(lengths, labels, strict=True)):
+            if length is not None and length > longest:
+                yield oversize_hash(length * 3 // 4), label
+                continue
+            data = decode_base64(images[i].as_py())
+            yield (image_hash(data) if data else None), label
+        del table, images
+
+
+def read(
+    root: Path, limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
     name = root.name
     files = parquet_files(root)
     issues: list[Issue] = []
@@ -76,13 +107,9 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
             issues.append(missing)
             continue
         split = split_of(path)
-        table = pf.read(columns=list(REQUIRED))
-        for i, (image, label) in enumerate(
-            zip(table.column("image").to_pylist(), table.column("label").to_pylist(), strict=True)
-        ):
+        for i, (digest, label) in enumerate(_rows(pf, limits)):
             where = f"{rel}:row {i}"
-            data = decode_base64(image)
-            if data is None:
+            if digest is None:
                 issues.append(
                     Issue(
                         "image", where, "image is not valid base64 (or empty)", "re-export the row"
@@ -106,7 +133,7 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
                     "split": split,
                     "file": rel,
                     "row": i,
-                    "image_hash": image_hash(data) if data else "",
+                    "image_hash": digest or "",
                     "where": where,
                 }
             )

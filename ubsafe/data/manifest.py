@@ -1,7 +1,9 @@
 """A generic manifest over image files: CSV, JSONL or Parquet.
 
-Columns: `path` (relative to the manifest's folder, or absolute), `label` (0/1 or Safe/Unsafe),
-`category`, `source`, optional `split` (default `test`), optional `sample_id` (default: the path).
+Columns: `path` (relative to the manifest's folder; absolute, or outside that folder, only under an
+allowed `image_roots` folder), `category`, `source`, optional `label` (0/1 or Safe/Unsafe; without
+the column the dataset is unlabelled: classifiers judge it, tables that need ground truth are
+skipped), optional `split` (default `test`), optional `sample_id` (default: the path).
 """
 
 from __future__ import annotations
@@ -12,11 +14,19 @@ from pathlib import Path
 import pandas as pd
 
 from ubsafe.data.dataset import image_hash, suggest
+from ubsafe.data.files import (
+    DEFAULT_LIMITS,
+    PathRefused,
+    ReadLimits,
+    confine,
+    oversize_hash,
+    read_image_file,
+)
 from ubsafe.data.issues import Issue, missing_columns
 from ubsafe.data.unsafebench import open_parquet
-from ubsafe.taxonomy import SAFETY_LABELS
+from ubsafe.taxonomy import NO_LABEL, SAFETY_LABELS
 
-REQUIRED = ("path", "label", "category", "source")
+REQUIRED = ("path", "category", "source")
 LABELS = {"0": 0, "1": 1, **SAFETY_LABELS}
 
 
@@ -76,7 +86,9 @@ def _load(path: Path) -> tuple[pd.DataFrame | None, list[str], list[Issue]]:
     return frame, [f"{name}:line {i + 2}" for i in range(len(frame))], []
 
 
-def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
+def read(
+    path: Path, limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
     frame, wheres, issues = _load(path)
     if frame is None:
         return None, issues, []
@@ -84,11 +96,12 @@ def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
         path.name,
         REQUIRED,
         frame.columns,
-        "a manifest needs path, label, category, source (optionally split, sample_id)",
+        "a manifest needs path, category, source (optionally label, split, sample_id)",
     )
     if missing:
         return None, [missing], []
     root = path.parent
+    labelled = "label" in frame.columns
     records = []
     for where, row in zip(wheres, frame.to_dict("records"), strict=True):
         rel = row["path"]
@@ -97,8 +110,8 @@ def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
                 Issue("image-missing", where, "path is empty", "give the image file's path")
             )
             rel = ""
-        label = _label(row["label"], where, issues)
-        data = _read_image(root, rel, where, issues) if rel else None
+        label = _label(row["label"], where, issues) if labelled else NO_LABEL
+        digest = _image_digest(root, rel, where, issues, limits) if rel else ""
         sample_id = row.get("sample_id")
         if (
             sample_id is None
@@ -116,7 +129,7 @@ def read(path: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
                 "split": "test" if split is None or split == "" or split != split else str(split),
                 "file": rel,
                 "row": -1,
-                "image_hash": image_hash(data) if data else "",
+                "image_hash": digest,
                 "where": where,
             }
         )
@@ -147,8 +160,14 @@ def _label(value: object, where: str, issues: list[Issue]) -> int:
     return LABELS[key]
 
 
-def _read_image(root: Path, rel: str, where: str, issues: list[Issue]) -> bytes | None:
-    file = Path(rel) if Path(rel).is_absolute() else root / rel
+def _image_digest(root: Path, rel: str, where: str, issues: list[Issue], limits: ReadLimits) -> str:
+    """The image's content hash ('' when it cannot be read); a file over the size limit is not
+    read: it is planned and then skipped with its size as the reason."""
+    try:
+        file = confine(root, rel, limits)
+    except PathRefused as exc:
+        issues.append(Issue("image-outside", where, exc.message, exc.fix))
+        return ""
     if not file.is_file():
         issues.append(
             Issue(
@@ -158,16 +177,14 @@ def _read_image(root: Path, rel: str, where: str, issues: list[Issue]) -> bytes 
                 "fix the path (relative to the manifest)",
             )
         )
-        return None
-    try:
-        return file.read_bytes()
-    except OSError as exc:
+        return ""
+    size = file.stat().st_size
+    if limits.too_large(size):
+        return oversize_hash(size)
+    data, reason = read_image_file(file, limits)
+    if data is None:
         issues.append(
-            Issue(
-                "image-unreadable",
-                where,
-                f"image {rel!r} cannot be read: {exc}",
-                "fix its permissions",
-            )
+            Issue("image-unreadable", where, f"image {rel!r}: {reason}", "fix its permissions")
         )
-        return None
+        return ""
+    return image_hash(data)

@@ -11,13 +11,24 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ubsafe.data.dataset import image_hash, suggest
+from ubsafe.data.files import (
+    DEFAULT_LIMITS,
+    PathRefused,
+    ReadLimits,
+    confine,
+    oversize_hash,
+    read_image_file,
+)
 from ubsafe.data.issues import Issue, missing_columns
-from ubsafe.taxonomy import SAFETY_LABELS, SPLITS
+from ubsafe.taxonomy import NO_LABEL, SAFETY_LABELS, SPLITS
 
-REQUIRED = ("image", "safety_label", "category", "source")
+REQUIRED = ("image", "category", "source")
+#: Optional: without it the dataset is unlabelled (every label NO_LABEL).
+LABEL_COLUMN = "safety_label"
 
 
 def split_files(root: Path) -> list[tuple[str, Path]]:
@@ -59,7 +70,9 @@ def open_parquet(path: Path, where: str) -> tuple[pq.ParquetFile | None, list[Is
         ]
 
 
-def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
+def read(
+    root: Path, limits: ReadLimits = DEFAULT_LIMITS
+) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
     files = split_files(root)
     if not files:
         return (
@@ -77,6 +90,7 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
     frames: list[pd.DataFrame] = []
     issues: list[Issue] = []
     next_row = dict.fromkeys(SPLITS, 0)
+    files_read: list[str] = []
     for split, path in files:
         rel = path.relative_to(root).as_posix()
         pf, problems = open_parquet(path, rel)
@@ -87,36 +101,50 @@ def read(root: Path) -> tuple[pd.DataFrame | None, list[Issue], list[str]]:
             rel,
             REQUIRED,
             pf.schema_arrow.names,
-            "use the UnsafeBench layout: image, safety_label, category, source, text",
+            "use the UnsafeBench layout: image, safety_label (optional), category, source, text",
         )
         if missing:
             issues.append(missing)
             continue
-        frame, problems = _read_file(root, pf, rel, split, next_row[split])
+        frame, problems = _read_file(root, pf, rel, split, next_row[split], limits)
+        files_read.append(rel)
         next_row[split] += pf.metadata.num_rows
         issues += problems
         frames.append(frame)
     if not frames:
         return None, issues, []
+    labelled = {name: LABEL_COLUMN in pq.read_schema(root / name).names for name in files_read}
+    if len(set(labelled.values())) > 1:
+        issues.append(
+            Issue(
+                "label",
+                ", ".join(name for name, has in labelled.items() if not has),
+                f"no {LABEL_COLUMN} column, while "
+                + ", ".join(name for name, has in labelled.items() if has)
+                + " have one",
+                f"label every file (a {LABEL_COLUMN} column) or none (an unlabelled dataset)",
+            )
+        )
     return pd.concat(frames, ignore_index=True), issues, []
 
 
 def _read_file(
-    root: Path, pf: pq.ParquetFile, rel: str, split: str, first_row: int
+    root: Path, pf: pq.ParquetFile, rel: str, split: str, first_row: int, limits: ReadLimits
 ) -> tuple[pd.DataFrame, list[Issue]]:
     issues: list[Issue] = []
     records = []
     row_in_file = 0
     for group in range(pf.num_row_groups):
-        batch = pf.read_row_group(group, columns=list(REQUIRED))
-        images = batch.column("image").to_pylist()
-        labels = batch.column("safety_label").to_pylist()
+        labelled = LABEL_COLUMN in pf.schema_arrow.names
+        batch = pf.read_row_group(group, columns=[*REQUIRED, *([LABEL_COLUMN] * labelled)])
+        images = image_values(batch.column("image"), limits)
+        labels = batch.column(LABEL_COLUMN).to_pylist() if labelled else [None] * len(images)
         categories = batch.column("category").to_pylist()
         sources = batch.column("source").to_pylist()
         for image, label, category, source in zip(images, labels, categories, sources, strict=True):
             where = f"{rel}:row {row_in_file}"
-            value = _label(label, where, issues)
-            data, file = _image(root, image, where, issues)
+            value = _label(label, where, issues) if labelled else NO_LABEL
+            data, file = _image(root, image, where, issues, limits)
             records.append(
                 {
                     "sample_id": f"{split}-{first_row + row_in_file:05d}",
@@ -126,7 +154,7 @@ def _read_file(
                     "split": split,
                     "file": file or rel,
                     "row": -1 if file else row_in_file,
-                    "image_hash": image_hash(data) if data is not None else "",
+                    "image_hash": data if isinstance(data, str) else _hash(data),
                     "where": where,
                 }
             )
@@ -153,28 +181,63 @@ def _label(label: object, where: str, issues: list[Issue]) -> int:
     return SAFETY_LABELS[label]
 
 
+def image_values(column: pa.ChunkedArray | pa.Array, limits: ReadLimits) -> list[object]:
+    """The `image` structs of a row group as dicts; embedded bytes over the size limit are not
+    copied out of Arrow: such a row becomes {"too_large": n_bytes}."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_struct(array.type):
+        return [None] * len(array)
+    names = [array.type.field(i).name for i in range(array.type.num_fields)]
+    data = array.field("bytes") if "bytes" in names else pa.nulls(len(array), pa.binary())
+    paths = array.field("path") if "path" in names else pa.nulls(len(array), pa.string())
+    lengths = pc.binary_length(data).to_pylist() if len(array) else []
+    values: list[object] = []
+    for i, length in enumerate(lengths):
+        if not array[i].is_valid:
+            values.append(None)
+        elif length is not None and length > limits.max_image_bytes:
+            values.append({"too_large": int(length)})
+        else:
+            values.append({"bytes": data[i].as_py(), "path": paths[i].as_py()})
+    return values
+
+
+def _hash(data: bytes | None) -> str:
+    return image_hash(data) if data is not None else ""
+
+
 def _image(
-    root: Path, image: object, where: str, issues: list[Issue]
-) -> tuple[bytes | None, str | None]:
-    """The image's bytes (for hashing) and, when it lives in a separate file, that file's path."""
+    root: Path, image: object, where: str, issues: list[Issue], limits: ReadLimits
+) -> tuple[bytes | str | None, str | None]:
+    """The image's bytes (for hashing; the stand-in hash of one too large to read) and, when it
+    lives in a separate file, that file's path."""
     if not isinstance(image, dict):
         issues.append(Issue("image", where, "image is empty (null)", "every row needs image bytes"))
         return None, None
+    if "too_large" in image:
+        return oversize_hash(int(image["too_large"])), None
     data = image.get("bytes")
     if data is not None:
         # bytes present, even empty ones: a broken image is skipped with its reason at decode time
         return bytes(data), None
     path = image.get("path")
-    if path and (root / path).is_file():
+    if path:
         try:
-            return (root / path).read_bytes(), Path(path).as_posix()
-        except OSError as exc:
-            issues.append(
-                Issue(
-                    "image", where, f"image file {path!r} is unreadable: {exc}", "fix permissions"
-                )
-            )
+            file = confine(root, str(path), limits)
+        except PathRefused as exc:
+            issues.append(Issue("image-outside", where, exc.message, exc.fix))
             return None, None
+        if file.is_file():
+            size = file.stat().st_size
+            if limits.too_large(size):
+                return oversize_hash(size), Path(path).as_posix()
+            read, reason = read_image_file(file, limits)
+            if read is None:
+                issues.append(
+                    Issue("image", where, f"image file {path!r}: {reason}", "fix permissions")
+                )
+                return None, None
+            return read, Path(path).as_posix()
     detail = f"and its path {path!r} does not exist under {root}" if path else "and no path"
     issues.append(Issue("image", where, f"image has no bytes {detail}", "re-download the dataset"))
     return None, None

@@ -22,9 +22,9 @@ from ubsafe.encoders.registry import EncoderEntry, get_entry
 EMBEDDING_FORMAT_VERSION = 1
 
 #: Version of the seed-free weight generator behind `init: deterministic` entries.
-DETERMINISTIC_INIT_VERSION = 1
+DETERMINISTIC_INIT_VERSION = 2
 
-#: `auto`: bfloat16 autocast on CUDA, float32 on CPU. `float32`: float32 everywhere.
+#: `auto`: bfloat16 weights and inputs on CUDA, float32 on CPU. `float32`: float32 everywhere.
 Precision = Literal["auto", "float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 
@@ -46,6 +46,8 @@ def entry_identity(entry: EncoderEntry, precision: str = "auto") -> dict[str, An
         "embed_dim": entry.embed_dim,
         "preprocess": entry.preprocess.model_dump(mode="json"),
         "precision": precision,
+        # bfloat16 means bfloat16 weights and inputs (it was autocast around float32 weights)
+        "bfloat16": "weights" if precision != "float32" else None,
         "output": "raw",  # unnormalised embedding, as encode_image / visual_projection return it
     }
     if entry.init == "deterministic":

@@ -28,7 +28,7 @@ def load_encoder(
     before anything is built. `device="auto"` picks CUDA when a GPU is visible. `batch_size` is the
     number of samples per forward pass on a GPU; on CPU a pass holds one sample unless `micro_batch`
     says otherwise (see `ubsafe.encoders.encoder` on batch invariance). `precision="auto"` runs
-    bfloat16 autocast on CUDA and float32 on CPU.
+    bfloat16 (weights and inputs) on CUDA and float32 on CPU.
     """
     entry = key if isinstance(key, EncoderEntry) else get_entry(key)
     check_precision(precision)

@@ -34,11 +34,28 @@ def build_open_clip(
     entry: EncoderEntry, weights_dir: str | Path
 ) -> tuple[torch.nn.Module, InputTransform, transforms.Normalize]:
     """The vision tower of `entry`, its transform without normalisation, and that normalisation."""
+    model = create_model(entry, weights_dir)
+    # The very val transform create_model_and_transforms returns for this model.
+    transform = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
+    to_pixels, normalize = split_normalize(transform, entry.key)
+    _check_declared(entry, model.visual.preprocess_cfg, normalize)
+    return model.visual, to_pixels, normalize
+
+
+def create_model(entry: EncoderEntry, weights_dir: str | Path, *, text: bool = False) -> Any:
+    """The open_clip model of `entry` with its weights, on the CPU: the vision tower ready, and
+    with `text=True` the text tower too (a deterministic entry then fills every tensor)."""
     _register_model_config(entry)
     checkpoint = _checkpoint_path(entry, weights_dir)
     preprocess = _tag_preprocess(entry)
-    quiet = _quiet_random_init() if entry.init == "deterministic" else contextlib.nullcontext()
-    with quiet:
+    deterministic = entry.init == "deterministic"
+    quiet = _quiet_random_init() if deterministic else contextlib.nullcontext()
+    # A deterministic model is built without open_clip's random init (on the meta device, which
+    # allocates nothing), then its vision tower receives the seed-free values in one pass. The
+    # text tower has buffers built at construction (the causal mask), so with `text` the model
+    # is built on the CPU and every tensor replaced, named as in the whole model.
+    device = "meta" if deterministic and not text else "cpu"
+    with quiet, torch.device(device):
         model = open_clip.create_model(
             entry.model or "",
             pretrained=str(checkpoint) if checkpoint else None,
@@ -49,17 +66,45 @@ def build_open_clip(
                 "interpolation": preprocess.interpolation,
                 "resize_mode": preprocess.resize_mode,
             },
-            device="cpu",
+            device=device,
         )
-    if entry.init == "deterministic":
+    if deterministic and text:
         state = deterministic_state_dict(model.state_dict(), namespace=entry.key)
         model.load_state_dict(state, strict=True)
+    elif deterministic:
+        _fill_deterministic(entry, cast(torch.nn.Module, model.visual))
     _check_activation(entry, model)
-    # The very val transform create_model_and_transforms returns for this model.
-    transform = image_transform_v2(PreprocessCfg(**model.visual.preprocess_cfg), is_train=False)
-    to_pixels, normalize = split_normalize(transform, entry.key)
-    _check_declared(entry, model.visual.preprocess_cfg, normalize)
-    return model.visual, to_pixels, normalize
+    return model
+
+
+def encode_texts(entry: EncoderEntry, weights_dir: str | Path, texts: list[str]) -> Any:
+    """Raw text-tower embeddings (n, D) of `texts`, float32 on the CPU, one text per pass.
+
+    The text tower of the same weights as the image encoder (CLIP score pairs them); one text
+    per pass keeps every embedding independent of its neighbours.
+    """
+    import numpy as np
+
+    model = create_model(entry, weights_dir, text=True).eval()
+    tokenizer = open_clip.get_tokenizer(entry.model or "")
+    out = np.empty((len(texts), entry.embed_dim), dtype=np.float32)
+    with torch.no_grad():
+        for i, text in enumerate(texts):
+            out[i] = model.encode_text(tokenizer([text])).float().numpy()[0]
+    return out
+
+
+def _fill_deterministic(entry: EncoderEntry, visual: torch.nn.Module) -> None:
+    """Give a meta-device vision tower its deterministic values (named as in the whole model)."""
+    persistent = visual.state_dict()
+    transient = [name for name, _ in visual.named_buffers() if name not in persistent]
+    if transient:
+        raise RuntimeError(
+            f"{entry.key}: the {entry.model} vision tower has non-persistent buffers "
+            f"({', '.join(transient)}) that a deterministic build cannot fill"
+        )
+    state = deterministic_state_dict(persistent, namespace=entry.key, prefix="visual.")
+    visual.load_state_dict(state, strict=True, assign=True)
 
 
 def split_normalize(transform: Any, key: str) -> tuple[transforms.Compose, transforms.Normalize]:

@@ -44,9 +44,13 @@ class WeightSpec(BaseModel):
     filename: str
     revision: str | None = None
     sha256: str | None = None
+    #: approximate download size in bytes, where known
+    size: int | None = None
 
     def to_weight_file(self) -> WeightFile:
-        return WeightFile(self.repo, self.filename, revision=self.revision, sha256=self.sha256)
+        return WeightFile(
+            self.repo, self.filename, revision=self.revision, sha256=self.sha256, size=self.size
+        )
 
 
 class Preprocess(BaseModel):

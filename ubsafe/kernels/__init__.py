@@ -1,5 +1,6 @@
 """Numba kernels for ubsafe's metrics: confusion cells, the multinomial bootstrap, McNemar, AUROC,
-and the comparisons of perturbed against clean embeddings.
+the cluster bootstrap over prompts (`cluster`), and the comparisons of perturbed against clean
+embeddings.
 
 Conventions shared by every kernel:
 
@@ -26,11 +27,13 @@ from ubsafe.kernels.bootstrap import (
     bootstrap_gap,
     bootstrap_paired,
 )
+from ubsafe.kernels.cluster import cluster_kappa, cluster_rates, cluster_ratio, compress_cells
 from ubsafe.kernels.compare import group_mean, row_cosine
 from ubsafe.kernels.confusion import (
     CELLS,
     JOINT_CELLS,
     METRICS,
+    binary_metrics,
     confusion_counts,
     joint_counts,
     point_metrics,
@@ -59,11 +62,16 @@ __all__ = [
     "Interval",
     "auroc",
     "auroc_ci",
+    "binary_metrics",
     "bootstrap_ci",
     "bootstrap_distribution",
     "bootstrap_gap",
     "bootstrap_paired",
     "bootstrap_robustness",
+    "cluster_kappa",
+    "cluster_rates",
+    "cluster_ratio",
+    "compress_cells",
     "confusion_counts",
     "discordant_counts",
     "flip_rate",

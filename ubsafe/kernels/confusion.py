@@ -160,6 +160,18 @@ def split_joint(joint: Any) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     return a, b
 
 
+def binary_metrics(labels: Any, preds: Any, zero_division: float = 0.0) -> dict[str, float]:
+    """F1, precision, recall and accuracy of one set of 0/1 decisions (1 = unsafe = positive), by
+    the same rule as every table (NaN for no samples)."""
+    y = np.asarray(labels).astype(bool)
+    p = np.asarray(preds).astype(bool)
+    if y.shape != p.shape:
+        raise ValueError(f"{y.size} labels but {p.size} predictions")
+    cells = [(y & p).sum(), (~y & p).sum(), (y & ~p).sum(), (~y & ~p).sum()]
+    metrics = point_metrics(np.asarray([cells], dtype=np.int64), zero_division)
+    return {name: float(values[0]) for name, values in metrics.items()}
+
+
 def point_metrics(counts: Any, zero_division: float = 0.0) -> dict[str, NDArray[np.float64]]:
     """F1, precision, recall and accuracy per group from (G, 4) counts (tp, fp, fn, tn)."""
     c = counts_arg("counts", counts, 4)

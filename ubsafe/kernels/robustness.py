@@ -1,7 +1,7 @@
 """Robustness of decisions under perturbation, from the joint cells of (label, clean, perturbed).
 
 Build the cells with `joint_counts(group, label, pred_clean, pred_perturbed, n_groups)` (clean is
-prediction a, perturbed is prediction b). Definitions (reference/robustness_metrics.md §2.4):
+prediction a, perturbed is prediction b). Definitions:
 
 - Robust Accuracy (UnsafeBench's, conditional): of the rows classified correctly when clean, the
   fraction still correct when perturbed; 1 − attack success rate.

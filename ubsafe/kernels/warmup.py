@@ -37,4 +37,8 @@ def warm_up() -> float:
             k.row_cosine(clean, perturbed)
     k.group_mean(group[:2], np.ones(2, dtype=np.float32), 2)
     k.group_mean(group[:2], np.ones(2, dtype=np.float64), 2)
+    offsets, cells, mult = k.compress_cells(group, np.stack([group + 1, group], axis=1), 2)
+    k.cluster_rates(offsets, cells[:, 0], cells[:, 1], mult, seeds, n_boot=10, n_draws=10)
+    k.cluster_ratio(offsets, cells[:, 1], cells[:, 0], mult, seeds, n_boot=10)
+    k.cluster_kappa(offsets, np.tile(cells[:, :1], (1, 4)), mult, seeds, n_boot=10)
     return time.perf_counter() - start

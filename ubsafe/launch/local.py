@@ -13,10 +13,12 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 
-from ubsafe.launch.worker import LOG_FORMAT, ShardsFailed, run_task
+from ubsafe.launch.worker import ShardsFailed, run_task
+from ubsafe.logs import configure, progress_line
 from ubsafe.progress import progress
 from ubsafe.rundir import Run
 from ubsafe.stages import Stage, pipeline
@@ -24,12 +26,13 @@ from ubsafe.stages import Stage, pipeline
 log = logging.getLogger(__name__)
 
 
-def _worker_init(threads: int, level: int) -> None:
-    """Runs in each worker process before any heavy import."""
+def _worker_init(threads: int) -> None:
+    """Runs in each worker process before any heavy import (the verbosity comes in the
+    environment)."""
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[name] = str(threads)
     os.environ.setdefault("UBSAFE_PROGRESS", "0")
-    logging.basicConfig(level=level, format=LOG_FORMAT)
+    configure()
 
 
 @contextlib.contextmanager
@@ -39,12 +42,11 @@ def worker_pool(workers: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    level = logging.getLogger().getEffectiveLevel()
     with ProcessPoolExecutor(
         max_workers=workers,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_init,
-        initargs=(threads, level),
+        initargs=(threads,),
     ) as pool:
         yield pool
 
@@ -53,9 +55,30 @@ def run_stage(run: Run, stage: Stage, pool: ProcessPoolExecutor | None = None) -
     """Run the stage's missing shards (in `pool` when given); return the shards that failed."""
     missing = stage.missing(run)
     if not missing:
-        log.info("%s: all %d shard(s) already done", stage.name, len(stage.shards(run)))
+        progress_line("%-8s all %d shard(s) already done", stage.name, len(stage.shards(run)))
         return []
-    log.info("%s: %d shard(s) to run", stage.name, len(missing))
+    started = time.perf_counter()
+    failed = _run_missing(run, stage, missing, pool)
+    seconds = time.perf_counter() - started
+    logs = run.root / "logs" / stage.name
+    if failed:
+        progress_line(
+            "%-8s %d of %d shard(s) FAILED %s in %.1f s; errors in %s",
+            stage.name,
+            len(failed),
+            len(missing),
+            failed[:10],
+            seconds,
+            logs,
+        )
+    else:
+        progress_line("%-8s %d shard(s) done in %.1f s", stage.name, len(missing), seconds)
+    return failed
+
+
+def _run_missing(
+    run: Run, stage: Stage, missing: list[int], pool: ProcessPoolExecutor | None
+) -> list[int]:
     failed: list[int] = []
     if pool is None or len(missing) == 1:
         for shard in progress(missing, desc=stage.name, unit="shard"):

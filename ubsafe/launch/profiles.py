@@ -28,9 +28,6 @@ from typing import Any
 
 from ubsafe.config import ConfigError
 
-#: Stages that never need a GPU: they read cached arrays (the others run encoders or image models).
-CPU_STAGES = frozenset({"fit", "compare", "reduce", "report"})
-
 #: Setting name → accepted TOML types (bool is excluded from the numbers on purpose).
 _TYPES: dict[str, tuple[type, ...]] = {
     "partition": (str,),
@@ -161,10 +158,13 @@ class Profile:
     ) -> Resources:
         """The stage's resources: profile < no GPU for CPU-only stages < [stage.X] < flags.
 
-        `--gpus-per-task` does not apply to CPU-only stages (by default fit, compare, reduce,
-        report; the caller says when a stage is CPU-only for its run).
+        `--gpus-per-task` does not apply to CPU-only stages: by default those whose declaration
+        (`NEEDS.gpu`) asks for none; the caller says when a stage is CPU-only for its run.
         """
-        cpu_only = stage in CPU_STAGES if cpu_only is None else cpu_only
+        if cpu_only is None:
+            from ubsafe.stages import STAGES
+
+            cpu_only = not STAGES[stage].needs_gpu()
         resources = self.defaults
         if cpu_only:
             resources = replace(resources, gpus_per_task=0)

@@ -28,8 +28,8 @@ from typing import Any
 from ubsafe.config import ConfigError
 from ubsafe.launch.profiles import Profile, Resources
 from ubsafe.launch.slurm_state import JobRecord, queued, record_jobs, submitted_jobs
-from ubsafe.launch.status import target_stages
 from ubsafe.rundir import Run
+from ubsafe.stages import target_stages
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,11 @@ class ShardTask:
 
     def __call__(self, run_dir: str, stage: str, shards: list[int]) -> dict[str, Any]:
         from ubsafe.launch.worker import run_task
+        from ubsafe.logs import configure, verbosity
 
+        # the task's Slurm log gets what a worker's terminal gets: each shard's start, end and
+        # traceback (the shard's own log has the rest)
+        configure(max(verbosity(), 1))
         result = run_task(run_dir, stage, shards)
         return {"done": result.done, "skipped": result.skipped, "seconds": result.seconds}
 
@@ -122,14 +126,10 @@ class StagePlan:
 
 
 def cpu_only(run: Run, stage: str) -> bool:
-    """Stages that read cached arrays need no GPU, except `compare` with VLM judges (it runs them
-    on perturbed images)."""
-    from ubsafe.launch.profiles import CPU_STAGES
-    from ubsafe.stages.compare import is_vlm
+    """Whether the stage's tasks need no GPU, as the stage declares for this run (`NEEDS.gpu`)."""
+    from ubsafe.stages import STAGES
 
-    if stage == "compare" and any(is_vlm(name) for name in run.config.classifiers):
-        return False
-    return stage in CPU_STAGES
+    return not STAGES[stage].needs_gpu(run)
 
 
 def plan_submission(
@@ -160,6 +160,47 @@ def plan_submission(
             StagePlan(stage.name, stage.sharded, missing, resources, split_arrays(tasks, limit))
         )
     return plans
+
+
+def check_cluster(
+    run: Run, target: str, profile: Profile, flags: Mapping[str, Any], *, strict: bool
+) -> list[str]:
+    """Every stage of `target` that the run needs, as the profile and flags would request it,
+    against the cluster's nodes (`sinfo`): a request no node can run is refused, naming the largest
+    node and the flag; a GPU stage without a GPU, or `--out`/the cache on a node-local path, is a
+    warning, returned (refused under `strict`). Reads the config only: nothing need be planned."""
+    from ubsafe.launch.cluster import Request, check_submission, read_cluster
+
+    requests = []
+    gpu_stages = []
+    for stage in target_stages(target):
+        if not stage.applies(run):
+            continue
+        cpu = cpu_only(run, stage.name)
+        resources = profile.for_stage(stage.name, flags, cpu_only=cpu)
+        if not cpu:
+            gpu_stages.append(stage.name)
+        requests.append(
+            Request(
+                stage.name,
+                resources.partition,
+                resources.cpus_per_task,
+                resources.mem_gb,
+                resources.gpus_per_task,
+                resources.time_min,
+            )
+        )
+    paths = [("--out", str(run.root))]
+    if run.config.cache_dir:
+        paths.append(("--cache-dir", run.config.cache_dir))
+    return check_submission(
+        requests,
+        gpu_stages=gpu_stages,
+        paths=paths,
+        device=run.config.device,
+        strict=strict,
+        cluster=read_cluster(),
+    )
 
 
 def setup_lines(resources: Resources) -> list[str]:
@@ -264,9 +305,12 @@ class Submitted:
 
 
 def dependency_kind(stage: str) -> str:
-    """How a stage waits for the one before: the report only after a reduce that succeeded,
-    every other stage however its predecessor ended (its own check names what is missing)."""
-    return "afterok" if stage == "report" else "afterany"
+    """How a stage waits for the one before: after it succeeded when the stage declares so
+    (`NEEDS.after_success`: the report after the reduce), else however it ended (its own check
+    names what is missing)."""
+    from ubsafe.stages import STAGES
+
+    return "afterok" if STAGES[stage].needs.after_success else "afterany"
 
 
 def check_nothing_queued(run: Run) -> None:
@@ -298,6 +342,7 @@ def submit(
 
     With `dry_run`, nothing is submitted or written: `Submitted.scripts` holds the sbatch scripts,
     written for the run directory `shown_as` when given (a run planned in a scratch directory).
+    `check_cluster` comes first (the command line calls it before planning).
     """
     plans = plan_submission(run, target, profile, flags, max_array_size=max_array_size)
     if not dry_run:

@@ -186,7 +186,10 @@ def describe_jobs(run: Run) -> list[str]:
     jobs = latest_submission(run)
     if not jobs:
         return []
+    from ubsafe.launch.cluster import explain_reason, pending_reasons
+
     states = task_states([j.job_id for j in jobs])
+    reasons = pending_reasons([j.job_id for j in jobs]) or {}
     lines = ["scheduler (extra information; completion is read from disk):"]
     for job in jobs:
         n_tasks = len(job.tasks)
@@ -199,4 +202,11 @@ def describe_jobs(run: Run) -> list[str]:
             f"  job {job.job_id} ({job.stage}, {n_tasks} task(s), "
             f"{len(job.shards)} shard(s)): {summary}"
         )
+        for reason, count in sorted(reasons.get(job.job_id, {}).items()):
+            never, meaning = explain_reason(reason)
+            verdict = "NEVER starts by waiting" if never else "starts by itself"
+            lines.append(
+                f"    {count} task(s) PENDING ({reason}): {verdict}: {meaning}"
+                + (f" (`scancel {job.job_id}`)" if never else "")
+            )
     return lines

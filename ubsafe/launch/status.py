@@ -21,7 +21,7 @@ from typing import Any
 
 from ubsafe.launch.worker import running_path
 from ubsafe.rundir import Run
-from ubsafe.stages import PIPELINES, STAGES, Stage
+from ubsafe.stages import target_stages
 
 STATES = ("done", "running", "failed", "interrupted", "missing")
 
@@ -170,17 +170,6 @@ def shard_state(run: Run, stage: str, shard: int, done: bool) -> ShardState:
     return ShardState(shard, "missing", log=log_or_none)
 
 
-def target_stages(target: str) -> list[Stage]:
-    """The stages `ubsafe run` and `ubsafe submit` complete for a target: its pipeline, then the
-    report when the pipeline ends in a reduce."""
-    if target not in PIPELINES:
-        raise ValueError(f"unknown target {target!r}; choose one of {', '.join(PIPELINES)}")
-    names = list(PIPELINES[target])
-    if "reduce" in names:
-        names.append("report")
-    return [STAGES[name] for name in names]
-
-
 def run_status(run: Run, target: str | None = None) -> list[StageStatus]:
     """Per stage of the run's target that applies, in pipeline order: every shard's state."""
     statuses = []
@@ -212,3 +201,23 @@ def age(record: dict[str, Any]) -> str:
         return "?"
     seconds = max(0.0, time.time() - started)
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def embed_skips(run: Run) -> dict[str, dict[str, int]]:
+    """Per encoder, how many images its finished embed shards skipped for each reason (the images
+    that will be in skipped.csv; an embed-only run shows them nowhere else)."""
+    from collections import Counter
+
+    from ubsafe.embeddings import skipped_rows
+    from ubsafe.stages.embed import cache_key, encoder_keys
+
+    skips: dict[str, dict[str, int]] = {}
+    for key in encoder_keys(run):
+        counts: Counter[str] = Counter()
+        for shard in range(run.n_shards):
+            counts.update(
+                reason for _, reason in skipped_rows(run, cache_key(run, key), "clean", shard)
+            )
+        if counts:
+            skips[key] = dict(counts.most_common())
+    return skips

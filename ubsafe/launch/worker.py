@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ubsafe import atomic
+from ubsafe.logs import LOG_FORMAT, configure, verbosity
+from ubsafe.redact import RedactingFormatter, redact
 from ubsafe.rundir import Run
 from ubsafe.stages import STAGES
 
 log = logging.getLogger("ubsafe")
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class ShardsFailed(RuntimeError):
@@ -67,11 +67,13 @@ def job_id() -> str | None:
 
 @contextlib.contextmanager
 def shard_log(path: Path) -> Iterator[logging.Handler]:
-    """Send the `ubsafe` logger's records to the shard's own log file for the duration."""
+    """Send every record of this process (ubsafe's and libraries') to the shard's own log file
+    for the duration; the terminal shows only what `ubsafe.logs` lets through."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    root = logging.getLogger("ubsafe")
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    handler.setLevel(logging.DEBUG if verbosity() >= 2 else logging.INFO)
+    root = logging.getLogger()
     previous = root.level
     root.addHandler(handler)
     if root.level == logging.NOTSET or root.level > logging.INFO:
@@ -85,9 +87,11 @@ def shard_log(path: Path) -> Iterator[logging.Handler]:
 
 
 def thread_settings() -> str:
-    """The thread-count variables this process was started with (`NUMBA_NUM_THREADS=4 ...`)."""
+    """The thread counts this process was started with (`NUMBA_NUM_THREADS=4 ...`); an unset
+    variable means the library's default, every core."""
     names = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS")
-    return " ".join(f"{name}={os.environ.get(name, '-')}" for name in names)
+    cores = f"unset (all {os.cpu_count()} cores)"
+    return " ".join(f"{name}={os.environ.get(name) or cores}" for name in names)
 
 
 def running_path(run: Run, stage: str, shard: int) -> Path:
@@ -122,8 +126,8 @@ def write_error(run: Run, stage: str, shard: int, exc: BaseException) -> Path:
         "stage": stage,
         "shard": shard,
         "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+        "message": redact(str(exc)),
+        "traceback": redact("".join(traceback.format_exception(exc))),
         "job_id": job_id(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -135,23 +139,41 @@ def write_error(run: Run, stage: str, shard: int, exc: BaseException) -> Path:
     return path
 
 
+def prepare_kernels(run: Run, stage: str) -> None:
+    """Point numba's cache where tasks can share it; warm it once if the stage runs kernels."""
+    from ubsafe.kernels import cache
+
+    if STAGES[stage].needs.kernels:
+        cache.warm_once(run)
+    else:
+        cache.configure(run)
+
+
 def run_task(run_dir: str, stage: str, shards: Sequence[int]) -> TaskResult:
     """Run `stage` on each of `shards` that is not done yet. Raise `ShardsFailed` if any failed."""
+    from ubsafe import weights
+
     run = Run.load(run_dir)
+    if not run.config.verify_weights:
+        weights.configure(verify=False)
     spec = STAGES[stage]
     result = TaskResult(stage)
     start = time.perf_counter()
+    kernels_ready = False
     for shard in shards:
         if spec.is_done(run, shard):
             result.skipped.append(shard)
             continue
+        if not kernels_ready:
+            prepare_kernels(run, stage)
+            kernels_ready = True
         error = run.error_path(stage, shard)
         with shard_log(run.log_path(stage, shard)), running_marker(run, stage, shard):
             log.info(
-                "stage %s shard %d starts (job %s, host %s, threads %s)",
+                "stage %s shard %d starts (%s, host %s, threads %s)",
                 stage,
                 shard,
-                job_id(),
+                f"job {job_id()}" if job_id() else "local",
                 socket.gethostname(),
                 thread_settings(),
             )
@@ -185,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "usage: python -m ubsafe.launch.worker RUN_DIR STAGE SHARD [SHARD ...]", file=sys.stderr
         )
         return 2
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    configure(max(verbosity(), 1))
     run_dir, stage, *shards = args
     try:
         result = run_task(run_dir, stage, [int(s) for s in shards])

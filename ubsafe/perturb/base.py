@@ -41,8 +41,9 @@ class Perturbation(ABC):
     def name(self) -> str:
         return self.info.name
 
-    def fingerprint(self) -> str:
-        """What identifies this implementation's output: name, version, external data."""
+    def fingerprint(self, device: str = "cpu") -> str:
+        """What identifies this implementation's output: name, version, external data, and the
+        codec where the device changes it (`device`: where the stage runs it, `cpu` or `cuda`)."""
         return f"{self.name}:v{self.version}"
 
     def apply(

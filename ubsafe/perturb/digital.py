@@ -120,10 +120,16 @@ class Pixelate(Perturbation):
 
 
 class JpegCompression(Perturbation):
-    """A PIL (libjpeg) JPEG round trip at ImageNet-C's quality, PIL's default 4:2:0 subsampling.
+    """A JPEG round trip at ImageNet-C's quality. Images are rounded to 8 bits first.
 
-    A real codec, so one image at a time on the CPU. Images are rounded to 8 bits first.
+    On the CPU: PIL (libjpeg), PIL's default 4:2:0 subsampling, one image at a time. On a CUDA
+    device: torchvision's `encode_jpeg`/`decode_jpeg` on the device (nvJPEG), the whole batch in
+    two calls. The codecs quantise differently, so the fingerprint names the codec of a CUDA run.
     """
+
+    def fingerprint(self, device: str = "cpu") -> str:
+        base = super().fingerprint(device)
+        return f"{base}:codec=nvjpeg" if device.startswith("cuda") else base
 
     def render(
         self,
@@ -135,10 +141,29 @@ class JpegCompression(Perturbation):
     ) -> torch.Tensor:
         quality = JPEG_QUALITY[severity - 1]
         pixels = (images.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+        if pixels.is_cuda:
+            return _nvjpeg_round_trip(pixels, quality).to(torch.float32) / 255.0
         channels_last = pixels.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         decoded = np.stack([_jpeg_round_trip(image, quality) for image in channels_last])
         out = torch.from_numpy(decoded).to(images.device).permute(0, 3, 1, 2)
         return out.to(torch.float32) / 255.0
+
+
+def _nvjpeg_round_trip(pixels: torch.Tensor, quality: int) -> torch.Tensor:
+    """Encode and decode a uint8 (B, 3, S, S) CUDA batch with nvJPEG, one call each way."""
+    import warnings
+
+    from torchvision.io import ImageReadMode, decode_jpeg, encode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29: codecs move on
+        encoded = encode_jpeg(list(pixels.unbind(0)), quality=quality)
+        decoded = decode_jpeg(
+            [blob.cpu() if blob.is_cuda else blob for blob in encoded],
+            mode=ImageReadMode.RGB,
+            device=pixels.device,
+        )
+    return torch.stack(decoded)
 
 
 def _jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:

@@ -154,7 +154,8 @@ _REGISTRY: tuple[PerturbationInfo, ...] = (
         "PIL JPEG round trip at quality 25-7",
         "digital:JpegCompression",
         batched=False,
-        notes="a real codec (PIL/libjpeg), one image at a time on the CPU",
+        notes="a real codec: PIL/libjpeg one image at a time on the CPU; on CUDA nvJPEG through "
+        "torchvision, the batch at once (the codec is part of the variant's fingerprint)",
     ),
     _entry(
         "speckle_noise",

@@ -83,8 +83,8 @@ class Snow(Perturbation):
 class Frost(Perturbation):
     """c0 * x + c1 * a random crop of one of five frost textures (see `_frost`)."""
 
-    def fingerprint(self) -> str:
-        return f"{super().fingerprint()}:{frost_source_id(frost_source_setting())}"
+    def fingerprint(self, device: str = "cpu") -> str:
+        return f"{super().fingerprint(device)}:{frost_source_id(frost_source_setting())}"
 
     def draw(self, generator: torch.Generator, severity: int, size: int) -> Draws:
         textures = frost_textures(size, frost_source_setting()).images

@@ -18,6 +18,8 @@ from ubsafe.report.tables import RUN, classifier_order
 @dataclass
 class Context:
     runs: list[RunResults]
+    #: generated images in the report: `off`, or `blur` (heavily blurred thumbnails only)
+    thumbnails: str = "off"
 
     @property
     def labels(self) -> list[str]:

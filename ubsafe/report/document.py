@@ -3,16 +3,23 @@
 Tables are pandas frames of display strings; a cell's line break separates a value from its
 interval. The HTML page is self-contained: figures are embedded as base64 PNG, styles are inline,
 nothing is fetched from anywhere.
+
+Every string is escaped for its format (`ubsafe.escape`): dataset strings (sample ids, category
+folder names, skip reasons, paths) show as text, never as markup; secrets are redacted from both
+forms (`ubsafe.redact`).
 """
 
 from __future__ import annotations
 
 import base64
-import html
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+from ubsafe.escape import html_text, markdown_text
+from ubsafe.redact import redact
 
 
 @dataclass(frozen=True)
@@ -116,6 +123,15 @@ def _flat_rows(table: Table) -> tuple[list[list[str]], list[list[str]], int]:
     return header, body, n_keys
 
 
+def _h(text: str) -> str:
+    return html_text(text)
+
+
+def _anchor(name: str) -> str:
+    """An id or file name made of safe characters only."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)
+
+
 # --- HTML -----------------------------------------------------------------------------------
 
 STYLE = """
@@ -128,10 +144,13 @@ nav ul{columns:3;list-style:none;padding:0}nav a{text-decoration:none;color:#0b5
 .table-wrap{overflow-x:auto;margin:8px 0 20px}
 table{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-nums}
 caption{text-align:left;font-weight:600;padding:4px 0;caption-side:top}
-th,td{padding:3px 8px;border-bottom:1px solid #eee;white-space:pre;vertical-align:top}
-thead th{background:#f5f5f7;border-bottom:1px solid #ccc;text-align:center}
+th,td{padding:3px 6px;border-bottom:1px solid #eee;white-space:pre;vertical-align:top}
+thead th{background:#f5f5f7;border-bottom:1px solid #ccc;text-align:center;white-space:normal;
+vertical-align:bottom}
 td{text-align:right}td.key{text-align:left;font-weight:500}
-table.text td{text-align:left;white-space:normal}.ci{color:#666;font-size:11px}
+td.key:first-child{position:sticky;left:0;background:#fff}
+table.text td{text-align:left;white-space:normal}
+.ci,.n{color:#666;font-size:10.5px}.n{color:#888}.small{font-style:italic;color:#a6530a}
 figure{margin:12px 0 28px}figure img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555}.note{color:#555}
 """
@@ -141,8 +160,7 @@ def _html_table(table: Table) -> str:
     header, body, n_keys = _flat_rows(table)
     kind = ' class="text"' if table.text else ""
     out = [
-        f'<div class="table-wrap"><table{kind}>\n'
-        f"<caption>{html.escape(table.caption)}</caption>\n<thead>"
+        f'<div class="table-wrap"><table{kind}>\n<caption>{_h(table.caption)}</caption>\n<thead>'
     ]
     for level, row in enumerate(header):
         cells = []
@@ -158,13 +176,13 @@ def _html_table(table: Table) -> str:
                 ):
                     span += 1
             attr = f' colspan="{span}"' if span > 1 else ""
-            cells.append(f"<th{attr}>{html.escape(row[i])}</th>")
+            cells.append(f"<th{attr}>{_h(row[i])}</th>")
             i += span
         out.append("<tr>" + "".join(cells) + "</tr>")
     out.append("</thead>\n<tbody>")
     for row in body:
         cells = [
-            f'<td class="key">{html.escape(v)}</td>' if i < n_keys else f"<td>{_html_cell(v)}</td>"
+            f'<td class="key">{_h(v)}</td>' if i < n_keys else f"<td>{_html_cell(v)}</td>"
             for i, v in enumerate(row)
         ]
         out.append("<tr>" + "".join(cells) + "</tr>")
@@ -173,18 +191,22 @@ def _html_table(table: Table) -> str:
 
 
 def _html_cell(text: str) -> str:
-    """A value, and the interval on its second line in small print."""
-    head, _, tail = text.partition("\n")
-    if not tail:
-        return html.escape(head)
-    return f'{html.escape(head)}<br><span class="ci">{html.escape(tail)}</span>'
+    """A value, then its interval and its n (`n=…`) on their own lines in small print; a small
+    cell's interval and n (flagged `†`) in italics."""
+    head, *rest = text.split("\n")
+    small = " small" if rest and rest[-1].startswith("n=") and rest[-1].endswith("†") else ""
+    parts = [_h(head)]
+    for line in rest:
+        kind = "n" if line.startswith("n=") else "ci"
+        parts.append(f'<span class="{kind}{small}">{_h(line)}</span>')
+    return "<br>".join(parts)
 
 
 def _html_figure(figure: Figure) -> str:
     data = base64.b64encode(figure.png).decode("ascii")
-    caption = html.escape(figure.caption)
+    caption = _h(figure.caption)
     return (
-        f'<figure id="fig-{html.escape(figure.name)}"><img src="data:image/png;base64,{data}" '
+        f'<figure id="fig-{_anchor(figure.name)}"><img src="data:image/png;base64,{data}" '
         f'width="{figure.width}" height="{figure.height}" alt="{caption}">'
         f"<figcaption>{caption}</figcaption></figure>"
     )
@@ -192,9 +214,9 @@ def _html_figure(figure: Figure) -> str:
 
 def _html_block(block: Block) -> str:
     if isinstance(block, Text):
-        return f"<p>{html.escape(block.text)}</p>"
+        return f"<p>{_h(block.text)}</p>"
     if isinstance(block, Heading):
-        return f"<h3>{html.escape(block.text)}</h3>"
+        return f"<h3>{_h(block.text)}</h3>"
     if isinstance(block, Table):
         return _html_table(block)
     return _html_figure(block)
@@ -203,35 +225,34 @@ def _html_block(block: Block) -> str:
 def to_html(doc: Document) -> str:
     """The whole report as one self-contained HTML page."""
     meta = "".join(
-        f'<meta name="{html.escape(k)}" content="{html.escape(v)}">\n'
-        for k, v in sorted(doc.meta.items())
+        f'<meta name="{_h(k)}" content="{_h(v)}">\n' for k, v in sorted(doc.meta.items())
     )
     toc = "".join(
-        f'<li><a href="#{s.anchor}">{html.escape(s.title)}</a></li>' for s in doc.sections
+        f'<li><a href="#{_anchor(s.anchor)}">{_h(s.title)}</a></li>' for s in doc.sections
     )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        meta + f"<title>{html.escape(doc.title)}</title>",
+        meta + f"<title>{_h(doc.title)}</title>",
         f"<style>{STYLE}</style></head><body>",
-        f"<header><h1>{html.escape(doc.title)}</h1>",
-        *(f'<p class="note">{html.escape(line)}</p>' for line in doc.intro),
+        f"<header><h1>{_h(doc.title)}</h1>",
+        *(f'<p class="note">{_h(line)}</p>' for line in doc.intro),
         f"<nav><ul>{toc}</ul></nav></header>",
     ]
     for section in doc.sections:
-        parts.append(f'<section id="{section.anchor}"><h2>{html.escape(section.title)}</h2>')
+        parts.append(f'<section id="{_anchor(section.anchor)}"><h2>{_h(section.title)}</h2>')
         parts.extend(_html_block(block) for block in section.blocks)
         parts.append("</section>")
     parts.append("</body></html>\n")
-    return "\n".join(parts)
+    return redact("\n".join(parts))
 
 
 # --- Markdown -------------------------------------------------------------------------------
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("\n", " ").replace("|", "\\|")
+    return markdown_text(text)
 
 
 def _md_table(table: Table) -> str:
@@ -247,19 +268,22 @@ def _md_table(table: Table) -> str:
 
 def _md_block(block: Block) -> str:
     if isinstance(block, Text):
-        return block.text
+        return markdown_text(block.text)
     if isinstance(block, Heading):
-        return f"### {block.text}"
+        return f"### {markdown_text(block.text)}"
     if isinstance(block, Table):
         return _md_table(block)
-    return f"![{_md_cell(block.caption)}](figures/{block.name}.png)\n\n*{block.caption}*"
+    caption = markdown_text(block.caption)
+    return f"![{caption}](figures/{_anchor(block.name)}.png)\n\n*{caption}*"
 
 
 def to_markdown(doc: Document) -> str:
     """The report as Markdown; figures link to figures/<name>.png beside it."""
-    parts = [f"# {doc.title}", *doc.intro]
-    parts.append("\n".join(f"- [{s.title}](#{s.anchor})" for s in doc.sections))
+    parts = [f"# {markdown_text(doc.title)}", *(markdown_text(line) for line in doc.intro)]
+    parts.append(
+        "\n".join(f"- [{markdown_text(s.title)}](#{_anchor(s.anchor)})" for s in doc.sections)
+    )
     for section in doc.sections:
-        parts.append(f'<a id="{section.anchor}"></a>\n\n## {section.title}')
+        parts.append(f'<a id="{_anchor(section.anchor)}"></a>\n\n## {markdown_text(section.title)}')
         parts.extend(_md_block(block) for block in section.blocks)
-    return "\n\n".join(parts) + "\n"
+    return redact("\n\n".join(parts) + "\n")

@@ -12,7 +12,7 @@ from ubsafe.report import format as fmt
 from ubsafe.report.context import Context, records
 from ubsafe.report.document import Heading, Section, Table, Text, prose
 from ubsafe.report.tables import RUN, wide_table
-from ubsafe.taxonomy import OVERALL
+from ubsafe.taxonomy import CATEGORIES, OVERALL
 
 SOURCES = (("real", "real-world images"), ("ai", "AI-generated images"), ("all", "all images"))
 #: |precision − recall| from which F1 hides which error a classifier makes.
@@ -24,19 +24,34 @@ def _missing_effectiveness(ctx: Context) -> list[Text]:
     absent = ctx.without_table("effectiveness")
     if not absent:
         return []
-    return [
-        Text(
-            "No effectiveness results in "
-            + ", ".join(r.label for r in absent)
-            + " (results/effectiveness.csv absent)."
+    unlabelled = [r for r in absent if r.summary.get("labelled") is False]
+    other = [r for r in absent if r not in unlabelled]
+    texts = []
+    if unlabelled:
+        texts.append(
+            Text(
+                "No effectiveness results in "
+                + ", ".join(r.label for r in unlabelled)
+                + ": the dataset has no labels, and F1 and the other metrics need ground truth "
+                "(results/predictions.parquet holds every classifier's decision)."
+            )
         )
-    ]
+    if other:
+        texts.append(
+            Text(
+                "No effectiveness results in "
+                + ", ".join(r.label for r in other)
+                + " (results/effectiveness.csv absent)."
+            )
+        )
+    return texts
 
 
-def _metric_cell(row: Any, metric: str) -> str:
+def _metric_cell(row: Any, metric: str, *, with_n: bool = True) -> str:
     if row["n"] == 0:
         return fmt.ABSENT
-    return fmt.with_interval(row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"])
+    n = row["n"] if with_n else None
+    return fmt.measured(row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"], n)
 
 
 def table3(ctx: Context, source: str, metric: str = "f1") -> pd.DataFrame:
@@ -52,9 +67,10 @@ def table3(ctx: Context, source: str, metric: str = "f1") -> pd.DataFrame:
                     "cell": _metric_cell(row, metric),
                 }
             )
-    return wide_table(
-        records(rows), ["classifier"], ["category"], ctx.labels, orders=ctx.classifier_orders()
-    )
+    orders: dict[str, Any] = dict(ctx.classifier_orders())
+    if ctx.several:  # runs side by side outgrow the page: the pooled column comes first
+        orders["category"] = (OVERALL, *CATEGORIES)
+    return wide_table(records(rows), ["classifier"], ["category"], ctx.labels, orders=orders)
 
 
 OVERALL_FIELDS = ("n", "F1", "precision", "recall", "accuracy", "AUROC")
@@ -65,9 +81,9 @@ def overall_table(ctx: Context) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for run, eff in ctx.with_table("effectiveness"):
         for _, row in eff[eff["category"] == OVERALL].iterrows():
-            cells = {"n": fmt.integer(row["n"])}
+            cells = {"n": fmt.n_line(row["n"]).removeprefix("n=")}
             for field in OVERALL_FIELDS[1:]:
-                cells[field] = _metric_cell(row, field.lower())
+                cells[field] = _metric_cell(row, field.lower(), with_n=False)
             for field, cell in cells.items():
                 rows.append(
                     {
@@ -97,10 +113,12 @@ def effectiveness_section(ctx: Context) -> Section:
     section.add(
         prose(f"""
         F1 with unsafe as the positive class, per classifier and unsafe category, with its {level}
-        bootstrap interval below. Each classifier is scored on the categories it covers (— marks a
-        category it does not cover); `overall` pools its covered categories. n/a: undefined (no
-        unsafe image, or nothing flagged, as scikit-learn's zero_division rule).
-        """)
+        bootstrap interval and its number of images below. Each classifier is scored on the
+        categories it covers (— marks a category it does not cover); the column 'overall' pools
+        its covered categories. n/a: undefined (no unsafe image, or nothing flagged, as
+        scikit-learn's zero_division rule).
+        """),
+        Text(fmt.small_note(level)),
     )
     for source, title in SOURCES:
         frame = table3(ctx, source)
@@ -129,12 +147,34 @@ def effectiveness_section(ctx: Context) -> Section:
 GAP_FIELDS = ("real", "AI", "real − AI", "p")
 
 
-def _gap_cells(row: Any) -> dict[str, str]:
+def _gap_cells(row: Any, n: dict[tuple[str, str, str], Any]) -> dict[str, str]:
+    key = (row["classifier"], row["category"])
+    n_real, n_ai = n.get((*key, "real")), n.get((*key, "ai"))
+    diff = fmt.with_interval(row["diff"], row["diff_lo"], row["diff_hi"], sign=True)
+    smaller = None if n_real is None or n_ai is None else min(n_real, n_ai)
+    if smaller is not None and smaller < fmt.SMALL_N:  # the smaller side's n, flagged
+        diff = _with_n(diff, smaller)
     return {
-        "real": fmt.number(row["real"]),
-        "AI": fmt.number(row["ai"]),
-        "real − AI": fmt.with_interval(row["diff"], row["diff_lo"], row["diff_hi"], sign=True),
+        "real": _with_n(fmt.number(row["real"]), n_real),
+        "AI": _with_n(fmt.number(row["ai"]), n_ai),
+        "real − AI": diff,
         "p": fmt.p_text(row["p_value"]),
+    }
+
+
+def _with_n(value: str, n: Any) -> str:
+    line = fmt.n_line(n)
+    return f"{value}\n{line}" if line else value
+
+
+def _sizes(run: Any) -> dict[tuple[str, str, str], Any]:
+    """(classifier, category, source) → n, from the run's effectiveness table."""
+    eff = run.get("effectiveness")
+    if eff is None:
+        return {}
+    return {
+        (str(r.classifier), str(r.category), str(r.source)): r.n
+        for r in eff[["classifier", "category", "source", "n"]].itertuples(index=False)
     }
 
 
@@ -147,8 +187,9 @@ def gap_table(
         part = gaps if metric is None else gaps[gaps["metric"] == metric]
         if keys is not None:
             part = part.merge(keys, on=list(keys.columns))
+        sizes = _sizes(run)
         for _, row in part.iterrows():
-            for field, cell in _gap_cells(row).items():
+            for field, cell in _gap_cells(row, sizes).items():
                 record = {
                     "classifier": row["classifier"],
                     "category": row["category"],
@@ -194,7 +235,8 @@ def gap_section(ctx: Context) -> Section:
         F1 on real minus F1 on AI-generated images, with its {ctx.level_text()} bootstrap interval
         and a two-sided bootstrap p-value; marks: * p < 0.05, ** p < 0.01, *** p < 0.001 (not
         adjusted for the number of cells). A positive difference means the classifier does worse on
-        AI-generated images.
+        AI-generated images. n: the images on each side; a difference is flagged when either side
+        has fewer than {fmt.SMALL_N}.
         """)
     )
     section.add(*(Text(gap_summary(gaps, run.label if ctx.several else "")) for run, gaps in pairs))
@@ -215,7 +257,7 @@ def gap_section(ctx: Context) -> Section:
 
 # --- precision and recall -------------------------------------------------------------------
 
-PR_FIELDS = ("F1", "precision", "recall", "mostly")
+PR_FIELDS = ("n", "F1", "precision", "recall", "mostly")
 
 
 def _spread_keys(ctx: Context) -> pd.DataFrame:
@@ -242,6 +284,7 @@ def spread_table(ctx: Context) -> pd.DataFrame:
             gap = row["precision"] - row["recall"]
             mostly = "misses unsafe" if gap > 0 else "flags safe" if gap < 0 else ""
             cells = {
+                "n": fmt.n_line(row["n"]).removeprefix("n="),
                 "F1": fmt.number(row["f1"]),
                 "precision": fmt.number(row["precision"]),
                 "recall": fmt.number(row["recall"]),
@@ -336,7 +379,7 @@ def pairs_table(ctx: Context) -> pd.DataFrame:
         part = pairs[(pairs["category"] == OVERALL) & (pairs["source"] == "all")]
         for _, row in part.iterrows():
             cells = {
-                "n": fmt.integer(row["n"]),
+                "n": fmt.n_line(row["n"]).removeprefix("n="),
                 "F1 a": fmt.number(row["f1_a"]),
                 "F1 b": fmt.number(row["f1_b"]),
                 "a − b": fmt.with_interval(
@@ -376,6 +419,13 @@ def pairs_section(ctx: Context) -> Section:
         Pairs of classifiers on the images both are scored on (all categories they share, real and
         AI pooled): the F1 difference with its {ctx.level_text()} bootstrap interval, and McNemar's
         test on their disagreements.
-        """)
+        """),
+        prose("""
+        The two can seem to disagree — an F1 difference whose interval includes 0 next to McNemar
+        p < 0.001 — because they test different things: McNemar asks whether one classifier is
+        right where the other is wrong more often than the reverse (a difference in accuracy,
+        counting safe images judged right), while F1 ignores correctly passed safe images and
+        weighs misses against false alarms.
+        """),
     )
     return section.add(Table(frame, "F1 of a vs b on shared images"))

@@ -64,6 +64,41 @@ def _grid(fig: Any, n: int, ncols: int, **kwargs: Any) -> list[Any]:
     return list(axes[:n])
 
 
+#: Inches: one category row; above a panel (title); below it (ticks, label); left of it (names).
+ROW_INCHES, TITLE_INCHES, AXIS_INCHES, NAMES_INCHES = 0.32, 0.4, 0.55, 1.75
+PANEL_WIDTH, LEGEND_INCHES = 4.6, 0.45
+
+
+def _panel_figure(counts: Sequence[int], ncols: int) -> Any:
+    """A figure for panels of `counts` category rows, `ncols` to a row of panels (laid out by
+    `_panels_by_rows`, so without a layout engine)."""
+    tallest = [max(counts[i : i + ncols]) for i in range(0, len(counts), ncols)]
+    height = sum(_pitch(t) for t in tallest) + LEGEND_INCHES
+    fig = _figure(PANEL_WIDTH * ncols, height)
+    fig.set_layout_engine("none")
+    return fig
+
+
+def _pitch(rows: int) -> float:
+    return TITLE_INCHES + ROW_INCHES * (rows + 0.6) + AXIS_INCHES
+
+
+def _panels_by_rows(fig: Any, counts: Sequence[int], ncols: int) -> list[Any]:
+    """One axes per panel, each as tall as its own category rows (a 2-row panel is not stretched
+    to its 12-row neighbour), top-aligned within its row of panels."""
+    width, height = fig.get_size_inches()
+    tallest = [max(counts[i : i + ncols]) for i in range(0, len(counts), ncols)]
+    axes = []
+    for i, count in enumerate(counts):
+        row, col = divmod(i, ncols)
+        top = height - sum(_pitch(t) for t in tallest[:row]) - TITLE_INCHES
+        tall = ROW_INCHES * (count + 0.6)
+        left = PANEL_WIDTH * col + NAMES_INCHES
+        box = (left / width, (top - tall) / height, (PANEL_WIDTH - NAMES_INCHES - 0.15) / width)
+        axes.append(fig.add_axes((box[0], box[1], box[2], tall / height)))
+    return axes
+
+
 def _ordered(values: Sequence[Any], name: str) -> list[Any]:
     ranks = rank_key(name)(pd.Index(list(values)))
     return [v for _, v in sorted(zip(ranks, values, strict=True), key=lambda t: t[0])]
@@ -91,11 +126,10 @@ def effectiveness(
     names = [c for c in classifiers if c in set(data["classifier"])]
     if not names:
         return None
-    n_cat = max(len(set(data[data.classifier == c].category)) for c in names)
+    counts = [len(set(data[data.classifier == c].category)) for c in names]
     ncols = min(3, len(names))
-    nrows = -(-len(names) // ncols)
-    fig = _figure(4.6 * ncols, (0.32 * n_cat + 1.2) * nrows)
-    for ax, name in zip(_grid(fig, len(names), ncols), names, strict=True):
+    fig = _panel_figure(counts, ncols)
+    for ax, name in zip(_panels_by_rows(fig, counts, ncols), names, strict=True):
         rows = data[data["classifier"] == name]
         cats = _ordered(sorted(set(rows["category"])), "category")
         position = {c: i for i, c in enumerate(reversed(cats))}
@@ -112,12 +146,13 @@ def effectiveness(
                 **style,
             )
         ax.set_yticks(range(len(cats)), list(reversed(cats)), fontsize=8)
+        ax.set_ylim(-0.6, len(cats) - 0.4)
         ax.set_xlim(-0.02, 1.02)
         ax.set_title(name, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
         ax.set_xlabel(metric.upper() if metric == "f1" else metric, fontsize=8)
     handles, labels = fig.axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize=8)
+    fig.legend(handles, labels, loc="lower center", ncols=2, fontsize=8)
     return to_png(fig)
 
 
@@ -182,6 +217,7 @@ def precision_recall(frame: pd.DataFrame, classifiers: Sequence[str]) -> Png | N
             )
         ax.set_xlim(0, 1.02)
         ax.set_ylim(0, 1.02)
+        ax.tick_params(labelbottom=True, labelleft=True)  # every panel keeps its numbers
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("precision", fontsize=8)
         ax.set_ylabel("recall", fontsize=8)

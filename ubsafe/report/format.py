@@ -48,6 +48,36 @@ def with_interval(value: Any, lo: Any, hi: Any, digits: int = 3, *, sign: bool =
     return f"{head}\n{tail}" if tail and not is_missing(value) else head
 
 
+#: Cells resting on fewer images than this are flagged: their bootstrap interval is not reliable.
+SMALL_N = 20
+#: The flag after a small cell's n (the report explains it once per section).
+SMALL_MARK = "†"
+
+
+def n_line(n: Any) -> str:
+    """`n=34`, or `n=7 †` for a cell on fewer than SMALL_N images (empty when n is unknown)."""
+    if is_missing(n):
+        return ""
+    count = round(float(n))
+    return f"n={count:,} {SMALL_MARK}" if count < SMALL_N else f"n={count:,}"
+
+
+def measured(value: Any, lo: Any, hi: Any, n: Any, digits: int = 3, *, sign: bool = False) -> str:
+    """The value, its interval and its n on three lines (`with_interval` plus `n_line`)."""
+    head = with_interval(value, lo, hi, digits, sign=sign)
+    tail = n_line(n)
+    return f"{head}\n{tail}" if tail else head
+
+
+def small_note(level: str) -> str:
+    """The one-line explanation of n and of the flag on small cells."""
+    return (
+        f"n: the images behind a cell. {SMALL_MARK} n < {SMALL_N}: too few images for the "
+        f"{level} bootstrap interval to mean much — it can shrink to a point (say "
+        "[1.000, 1.000] from seven images all judged right); such intervals are set in italics."
+    )
+
+
 def mark(p_value: Any) -> str:
     """`***` p < 0.001, `**` p < 0.01, `*` p < 0.05, else empty."""
     if is_missing(p_value):

@@ -1,4 +1,5 @@
-"""Read the results of one or more runs (DESIGN §3): `results/` alone, checked column by column."""
+"""Read the results of one or more runs: `results/` alone, checked column by column against the
+schemas of `ubsafe.results`."""
 
 from __future__ import annotations
 
@@ -13,75 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-#: results file → the columns the report reads from it (more columns are fine).
+from ubsafe.results import RESULT_FILES
+
+#: results file → the columns the report reads (its schema in `ubsafe.results`; more are fine).
 RESULT_COLUMNS: dict[str, tuple[str, ...]] = {
-    "effectiveness.csv": (
-        "classifier",
-        "category",
-        "source",
-        "n",
-        "n_unsafe",
-        "tp",
-        "fp",
-        "fn",
-        "tn",
-        "f1",
-        "f1_lo",
-        "f1_hi",
-        "precision",
-        "precision_lo",
-        "precision_hi",
-        "recall",
-        "recall_lo",
-        "recall_hi",
-        "accuracy",
-        "accuracy_lo",
-        "accuracy_hi",
-        "auroc",
-        "auroc_lo",
-        "auroc_hi",
-    ),
-    "gaps.csv": (
-        "classifier",
-        "category",
-        "metric",
-        "real",
-        "ai",
-        "diff",
-        "diff_lo",
-        "diff_hi",
-        "p_value",
-    ),
-    "pairs.csv": (
-        "classifier_a",
-        "classifier_b",
-        "category",
-        "source",
-        "n",
-        "f1_a",
-        "f1_b",
-        "f1_diff",
-        "f1_diff_lo",
-        "f1_diff_hi",
-        "mcnemar_p",
-    ),
-    "robustness.csv": (
-        "classifier",
-        "source",
-        "perturbation",
-        "severity",
-        "n",
-        "robust_accuracy",
-        "ra_lo",
-        "ra_hi",
-        "flip_rate",
-        "mean_cosine",
-        "family",
-        "seed",
-    ),
-    "shift.csv": ("category", "metric", "value", "lo", "hi", "n_real", "n_ai", "encoder"),
-    "projection.parquet": ("sample_id", "category", "source", "x", "y"),
-    "skipped.csv": ("sample_id", "stage", "reason"),
+    name: schema.names for name, schema in RESULT_FILES.items() if schema.reported
 }
 SUMMARY_FILE = "summary.json"
 #: What the report reads, in a fixed order (their digest decides whether a report is current).
@@ -113,8 +50,18 @@ def results_dir(root: Path) -> Path:
 def _read_table(path: Path) -> pd.DataFrame:
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
+    from ubsafe.escape import csv_cell_value
+
     # Only empty cells and NaN spellings are missing; a sample id such as "NA" stays a string.
-    return pd.read_csv(path, keep_default_na=False, na_values=["", "NaN", "nan"])
+    frame = pd.read_csv(path, keep_default_na=False, na_values=["", "NaN", "nan"])
+    for column in frame.columns:
+        if pd.api.types.is_object_dtype(frame[column]) or pd.api.types.is_string_dtype(
+            frame[column]
+        ):
+            frame[column] = frame[column].map(
+                lambda v: csv_cell_value(v) if isinstance(v, str) else v
+            )
+    return frame
 
 
 def _check_columns(path: Path, frame: pd.DataFrame, wanted: Sequence[str]) -> None:

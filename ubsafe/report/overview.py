@@ -35,6 +35,8 @@ MAX_REASONS = 20
 def _fact(key: str, value: Any) -> str:
     if key == "fingerprint" and isinstance(value, str):
         return value[:16]
+    if isinstance(value, list | tuple | dict) and not value:
+        return "none"
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dict):
@@ -44,16 +46,25 @@ def _fact(key: str, value: Any) -> str:
     return str(value)
 
 
+def _facts(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary with its tables (e.g. `generation`) one row per entry: `generation.n_images`."""
+    flat: dict[str, Any] = {}
+    for key, value in summary.items():
+        if isinstance(value, dict) and value and key != "coverage":
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def facts_table(ctx: Context) -> pd.DataFrame:
     """Fact × run, from each run's results/summary.json."""
     names = dict(FACTS)
-    keys = [k for k, _ in FACTS if any(k in r.summary for r in ctx.runs)]
-    keys += sorted({k for r in ctx.runs for k in r.summary} - set(names) - {"coverage"})
+    facts = [_facts(r.summary) for r in ctx.runs]
+    keys = [k for k, _ in FACTS if any(k in f for f in facts)]
+    keys += sorted({k for f in facts for k in f} - set(names) - {"coverage"})
     frame = pd.DataFrame(
-        [
-            [_fact(k, r.summary[k]) if k in r.summary else fmt.ABSENT for r in ctx.runs]
-            for k in keys
-        ],
+        [[_fact(k, f[k]) if k in f else fmt.ABSENT for f in facts] for k in keys],
         index=pd.Index([names.get(k, k) for k in keys], name="fact"),
         columns=ctx.labels,
     )
@@ -148,8 +159,10 @@ def skipped_section(ctx: Context) -> Section:
         return section
     section.add(
         Text(
-            "Rows that were not scored, by stage and reason (every input row is either "
-            "scored or listed in results/skipped.csv)."
+            "Rows that could not be scored, by stage and reason (every input row is scored, "
+            "listed here from results/skipped.csv, or in results/unscored.csv when no classifier "
+            "is meant to score it: the train split of classifiers trained on it, or a category "
+            "no classifier covers)."
         )
     )
     frame = skipped_table(ctx)

@@ -15,7 +15,7 @@ from ubsafe.report.document import Section, Table, prose
 
 def pooled_table(ctx: Context) -> pd.DataFrame:
     from ubsafe.kernels import bootstrap_ci, group_seeds
-    from ubsafe.vlm.perspective.pooled import pooled_over_runs
+    from ubsafe.report.pooled_f1 import pooled_over_runs
 
     table = pooled_over_runs([run.root for run in ctx.runs])
     if table.empty:
@@ -42,7 +42,7 @@ def pooled_table(ctx: Context) -> pd.DataFrame:
 
 
 def pooled_section(ctx: Context) -> Section | None:
-    from ubsafe.vlm.perspective.pooled import dataset_name
+    from ubsafe.report.pooled_f1 import dataset_name
 
     names = [dataset_name(run.root) for run in ctx.runs]
     if not ctx.several or len(set(names)) < len(names):

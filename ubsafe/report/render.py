@@ -18,19 +18,21 @@ from ubsafe.report.effectiveness import (
     precision_recall_section,
 )
 from ubsafe.report.load import RunResults, inputs_digest, load_runs
+from ubsafe.report.mitigation import mitigation_section
+from ubsafe.report.notice import notice_paragraphs
 from ubsafe.report.overview import runs_section, skipped_section
 from ubsafe.report.pooled import pooled_section
 from ubsafe.report.robustness import robustness_section
 
 #: Bump when the report's content changes for the same results (a current report is then redone).
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 INPUTS_META = "ubsafe-inputs"
 VERSION_META = "ubsafe-report-version"
 
 
-def build_document(runs: list[RunResults]) -> Document:
+def build_document(runs: list[RunResults], thumbnails: str = "off") -> Document:
     """The report of `runs` (side by side when there are several), as a document."""
-    ctx = Context(runs)
+    ctx = Context(runs, thumbnails)
     builders = (
         runs_section,
         effectiveness_section,
@@ -40,6 +42,7 @@ def build_document(runs: list[RunResults]) -> Document:
         pooled_section,
         robustness_section,
         shift_section,
+        mitigation_section,
         skipped_section,
     )
     title = "ubsafe report: " + " vs ".join(ctx.labels)
@@ -51,6 +54,7 @@ def build_document(runs: list[RunResults]) -> Document:
         intro.append(
             "Runs side by side: each column holds one sub-column per run, labelled by run name."
         )
+    intro = notice_paragraphs(runs) + intro
     meta = {
         INPUTS_META: " ".join(inputs_digest(run.root) for run in runs),
         VERSION_META: str(REPORT_VERSION),
@@ -60,17 +64,21 @@ def build_document(runs: list[RunResults]) -> Document:
 
 
 def render_report(
-    runs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None
+    runs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    thumbnails: str = "off",
 ) -> Path:
     """Render the report of `runs` into `out` (default: the first run's report/); return index.html.
 
     Writes `figures/*.png`, `report.md` and last `index.html` (self-contained: figures embedded),
     each atomically; PNGs that an earlier report left in figures/ and this one lacks are removed.
-    The same results give byte-identical files.
+    The same results give byte-identical files. Generated images of mitigation runs appear only
+    with `thumbnails="blur"`, heavily blurred.
     """
     results = load_runs(runs)
     out_dir = Path(out) if out is not None else results[0].root / "report"
-    doc = build_document(results)
+    doc = build_document(results, thumbnails)
     figures_dir = out_dir / "figures"
     names = set()
     for figure in doc.figures():

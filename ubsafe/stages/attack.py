@@ -1,26 +1,27 @@
 """Stage `attack`: FGSM, PGD and DeepFool against every attackable classifier, end to end.
 
 For each attackable classifier the images it judged correctly on clean inputs (from the score stage,
-all shards) are the candidates; per source (real, AI) up to `attack_max_per_source` of them are
-drawn
-as UnsafeBench draws (`random.sample` seeded by the attack seed, over candidates sorted by sample
-id).
-The draw is computed once and saved (`shards/attack/selection.parquet`): every task computes the
-same
-table, so whichever writes it first wins and the rest read it.
+all shards) are the candidates, and up to `attack.max_per_source` of them are drawn with
+`random.sample` seeded by the attack seed. ubsafe's mode draws per source kind (real, AI) over the
+candidates sorted by sample id; the paper's mode draws as UnsafeBench's code does: from the sources
+in `attack.sources` (Laion5B by default), over the candidates in its order (`paper_pool`). The draw
+is computed once and saved (`shards/attack/selection.parquet`): every task computes the same table,
+so whichever writes it first wins and the rest read it.
 
 Each selected image goes decode → the encoder's resize/crop → [0, 1] pixels → attack through
-`encoder.forward` + the classifier's differentiable surrogate (logits; the paper's mode adds the
-softmax its classifiers returned) → the adversarial pixels are encoded like clean ones and judged by
-the hard rule. Output: `shards/attack/shard-NNNNN.h5`, one group per (classifier, attack, budget,
-seed) with sample ids, adversarial embeddings, hard-rule predictions and perturbation norms.
-NudeNet (ONNX, no gradients) is not attacked: it is judged under noise and corruptions only.
+`encoder.forward` + the classifier's differentiable surrogate (logits; in the paper's mode its
+`paper_surrogate`, what UnsafeBench's attacked model returned) → the adversarial pixels are encoded
+like clean ones and judged by the hard rule. Output: `shards/attack/shard-NNNNN.h5`, one group per
+(classifier, attack, budget, seed) with sample ids, adversarial embeddings, hard-rule predictions
+and perturbation norms. NudeNet (ONNX, no gradients) is not attacked: it is judged under noise and
+corruptions only.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,13 +31,19 @@ import numpy as np
 import pandas as pd
 
 from ubsafe import atomic, shardfile
-from ubsafe.stages import common
+from ubsafe.stages import Needs, common
+from ubsafe.targets import runs_stage
 
 if TYPE_CHECKING:
     from ubsafe.rundir import Run
 
 NAME = "attack"
 SHARDED = True
+NEEDS = Needs(
+    inputs=("plan.parquet", "shards/score/shard-*.parquet (all)", "dataset images", "fitted/"),
+    outputs=("shards/attack/selection.parquet", "shards/attack/shard-NNNNN.h5"),
+    gpu=True,
+)
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 
@@ -67,18 +74,18 @@ def attackable(run: Run) -> list[str]:
 
 def variants(run: Run) -> list[Variant]:
     c = run.config
-    budgets = [0.0] if c.attack_mode == "paper" else [float(e) for e in c.attack_eps]
+    budgets = [0.0] if c.attack.mode == "paper" else [float(e) for e in c.attack.eps]
     return [
         Variant(name, attack, budget, seed)
         for name in attackable(run)
         for attack in c.attacks
         for budget in budgets
-        for seed in c.attack_seeds
+        for seed in c.attack.seeds
     ]
 
 
 def applies(run: Run) -> bool:
-    return run.config.target in ("robustness", "all") and bool(variants(run))
+    return runs_stage(run.config.target, NAME) and bool(variants(run))
 
 
 def output(run: Run, shard: int) -> Path:
@@ -136,7 +143,11 @@ def clean_predictions(run: Run) -> pd.DataFrame:
 
 
 def compute_selection(run: Run) -> pd.DataFrame:
-    """(classifier, seed, sample_id) of every image to attack, drawn per source as in the paper."""
+    """(classifier, seed, sample_id, source) of every image to attack.
+
+    ubsafe's mode draws per source kind (real, AI) over the candidates sorted by sample id; the
+    paper's mode draws as UnsafeBench does (`paper_pool`).
+    """
     from ubsafe.attacks import paper_draw
 
     scores = clean_predictions(run)
@@ -147,18 +158,89 @@ def compute_selection(run: Run) -> pd.DataFrame:
         source=plan.loc[scores["sample_id"], "source_kind"].to_numpy(),
     )
     correct = scores[scores["pred"] == scores["label"]]
-    k = run.config.attack_max_per_source
+    k = run.config.attack.max_per_source
     rows = []
     for name in attackable(run):
         mine = correct[correct["classifier"] == name]
-        for source, group in mine.groupby("source", sort=True):
-            candidates = sorted(group["sample_id"])
-            for seed in run.config.attack_seeds:
+        if run.config.attack.mode == "paper":
+            pools = [paper_pool(run, name, entry, mine["sample_id"]) for entry in sources(run)]
+        else:
+            pools = [sorted(group["sample_id"]) for _, group in mine.groupby("source", sort=True)]
+        for candidates in pools:
+            for seed in run.config.attack.seeds:
                 chosen = (
                     paper_draw(len(candidates), seed=seed, k=k) if k else range(len(candidates))
                 )
-                rows += [(name, seed, candidates[i], source) for i in chosen]
-    return pd.DataFrame(rows, columns=["classifier", "seed", "sample_id", "source"])
+                rows += [(name, seed, candidates[i]) for i in chosen]
+    table = pd.DataFrame(rows, columns=["classifier", "seed", "sample_id"])
+    table["source"] = plan.loc[table["sample_id"], "source_kind"].to_numpy()
+    return table
+
+
+def sources(run: Run) -> list[list[str]]:
+    """The paper mode's draws: each a list of dataset source names pooled into one draw."""
+    return [entry.split("+") for entry in run.config.attack.sources]
+
+
+def check_attack_sources(config: Any, table: pd.DataFrame) -> None:
+    """Refuse, before any job, a paper-mode draw from a source the dataset does not have."""
+    from ubsafe.config import ConfigError
+
+    if config.attack.mode != "paper" or not runs_stage(config.target, NAME):
+        return
+    present = set(table["source"].astype(str))
+    for entry in config.attack.sources:
+        missing = [name for name in entry.split("+") if name not in present]
+        if missing:
+            raise ConfigError(
+                f"attack.sources: {', '.join(map(repr, missing))} is not a source of "
+                f"{config.dataset} (its sources: {', '.join(sorted(present))}). fix: set "
+                "attack.sources in the config to the sources whose images the paper's mode "
+                "should attack"
+            )
+
+
+def paper_pool(run: Run, name: str, source_names: list[str], correct: pd.Series) -> list[str]:
+    """The clean-correct candidates of one draw, in UnsafeBench's order.
+
+    UnsafeBench's `random_draw_testing_adv_samples` concatenates, for each source in turn and each
+    of the classifier's categories in its order, the train split then the test split, each in the
+    dataset's own row order, and keeps the images the classifier got right. `random.sample` then
+    picks positions in that list, so the order decides which images a seed draws.
+    """
+    from ubsafe.stages.score import coverage
+    from ubsafe.taxonomy import SPLITS
+
+    plan = run.plan.set_index("sample_id").loc[list(correct)]
+    plan = plan[plan["source"].astype(str).isin(source_names)]
+    categories = list(coverage(run, name))
+    keys = [
+        (
+            source_names.index(str(row.source)),
+            _rank(categories, row.category),
+            _rank(list(SPLITS), row.split),
+            dataset_position(str(sample_id)),
+        )
+        for sample_id, row in zip(plan.index, plan.itertuples(index=False), strict=True)
+    ]
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    return [str(plan.index[i]) for i in order]
+
+
+def _rank(listed: list[str], value: Any) -> tuple[int, str]:
+    return (listed.index(value), "") if value in listed else (len(listed), str(value))
+
+
+def dataset_position(sample_id: str) -> tuple[str, int, str]:
+    """A sample's place in its split's row order: UnsafeBench ids number the rows (`train-00042`).
+
+    Ids that end in a number sort by that number (so `train-100000` follows `train-99999`); others
+    (a manifest's paths) by the id itself.
+    """
+    match = re.fullmatch(r"(.*?)(\d+)", sample_id)
+    if match is None:
+        return (sample_id, -1, sample_id)
+    return (match.group(1), int(match.group(2)), sample_id)
 
 
 def selection(run: Run) -> pd.DataFrame:
@@ -180,23 +262,30 @@ def spec_for(run: Run, variant: Variant, encoder: Any) -> Any:
 
     if variant.budget == 0:
         return paper_spec(variant.attack, tuple(encoder.mean), tuple(encoder.std))
-    steps = None if variant.attack == "fgsm" else run.config.attack_steps
+    steps = None if variant.attack == "fgsm" else run.config.attack.steps
     return ubsafe_spec(variant.attack, variant.budget, steps=steps)
 
 
 def build_model(run: Run, encoder: Any, classifier: Any) -> Any:
+    paper = run.config.attack.mode == "paper"
+    return end_to_end(encoder, classifier.paper_surrogate() if paper else classifier.surrogate())
+
+
+def end_to_end(encoder: Any, head: Any) -> Any:
+    """Pixels → `encoder.forward` → `head`: the model an attack differentiates.
+
+    `head` is the classifier's surrogate (logits, ubsafe's mode) or its `paper_surrogate` (what
+    UnsafeBench's attacked model returned, which foolbox's losses saw).
+    """
     import torch
 
     class EndToEnd(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.head = classifier.surrogate()
-            self.softmax = run.config.attack_mode == "paper"
+            self.head = head
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            logits = self.head(encoder.forward(pixels).float())
-            # the paper's classifiers returned probabilities, and foolbox's loss saw those
-            return torch.softmax(logits, dim=1) if self.softmax else logits
+            return self.head(encoder.forward(pixels).float())
 
     return EndToEnd()
 
@@ -263,7 +352,7 @@ def run_shard(run: Run, shard: int) -> None:
         if key not in decoded:
             encoder = common.run_encoder(run, key)
             wanted = rows.loc[sorted(set(chosen["sample_id"]))].reset_index()
-            got = common.decode_shard(run, wanted, encoder.to_input)
+            got = common.decode_inputs(run, wanted, encoder)  # the embed stage's decode path
             decoded[key] = (got.sample_ids, torch.stack(got.items) if got.items else None)
         all_ids, all_pixels = decoded[key]
         position = {sid: i for i, sid in enumerate(all_ids)}

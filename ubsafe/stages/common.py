@@ -6,10 +6,11 @@ resizes), so I/O and compute overlap inside a shard.
 
 from __future__ import annotations
 
+import collections
 import functools
 import logging
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -114,23 +115,69 @@ def iter_decoded(
     run: Run, rows: pd.DataFrame, convert: Callable[[Image.Image], T], *, workers: int | None = None
 ) -> Iterator[tuple[str, T | None, str]]:
     """Yield (sample_id, converted image or None, skip reason) in `rows` order; decode ahead."""
+    from ubsafe.data.files import ReadLimits
     from ubsafe.data.locate import iter_image_bytes
     from ubsafe.rundir import dataset_root
 
     root = dataset_root(run)
     workers = run.config.decode_workers if workers is None else workers
-    entries = iter_image_bytes(root, rows)
+    entries = iter_image_bytes(root, rows, limits=ReadLimits.from_config(run.config))
     if workers <= 0:
         for entry in entries:
             yield _decode_one(entry, convert)
         return
+    # A bounded window ahead (Executor.map would read every image of the shard at once): memory
+    # holds at most a few encoded images and their decodes, whatever the shard size.
+    window: collections.deque[Future[tuple[str, T | None, str]]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        yield from pool.map(lambda e: _decode_one(e, convert), entries)
+        for entry in entries:
+            window.append(pool.submit(_decode_one, entry, convert))
+            if len(window) > 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def decode_path(run: Run) -> str:
+    """`gpu` when the run pins a CUDA device (see `ubsafe.stages.decode_gpu`), else `cpu`."""
+    from ubsafe.stages import decode_gpu
+
+    return "gpu" if decode_gpu.wanted(run.config.device) else "cpu"
+
+
+def iter_inputs(
+    run: Run, rows: pd.DataFrame, encoder: Any, *, path: str | None = None
+) -> Iterator[tuple[str, Any, str]]:
+    """Encoder inputs of `rows` in order, or skip reasons, through the run's decode path.
+
+    The embed and perturb stages both read their pixels here, so clean and perturbed embeddings
+    of a run always come from the same decode and resize.
+    """
+    path = decode_path(run) if path is None else path
+    if path == "cpu":
+        yield from iter_decoded(run, rows, encoder.to_input)
+        return
+    from ubsafe.data.locate import iter_image_bytes
+    from ubsafe.rundir import dataset_root
+    from ubsafe.stages import decode_gpu
+
+    entries = iter_image_bytes(dataset_root(run), rows)
+    workers = max(1, run.config.decode_workers)
+    yield from decode_gpu.iter_inputs(entries, encoder, encoder.device, workers=workers)
+
+
+def decode_inputs(run: Run, rows: pd.DataFrame, encoder: Any) -> Decoded:
+    """`iter_inputs` collected: a shard's encoder inputs and its skipped samples."""
+    return _collect(iter_inputs(run, rows, encoder))
 
 
 def decode_shard(run: Run, rows: pd.DataFrame, convert: Callable[[Image.Image], T]) -> Decoded:
+    return _collect(iter_decoded(run, rows, convert))
+
+
+def _collect(stream: Iterator[tuple[str, Any, str]]) -> Decoded:
     out = Decoded([], [], [])
-    for sample_id, item, reason in iter_decoded(run, rows, convert):
+    for sample_id, item, reason in stream:
         if item is None:
             out.skipped.append((sample_id, reason))
         else:

@@ -21,7 +21,8 @@ import pandas as pd
 
 from ubsafe import embeddings as store
 from ubsafe import shardfile
-from ubsafe.stages import common
+from ubsafe.stages import Needs, common
+from ubsafe.targets import runs_stage
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -44,18 +45,43 @@ COLUMNS = (
 )
 
 
-def is_vlm(name: str) -> bool:
+def judge_attacks(run: Run, name: str) -> tuple[str, ...]:
+    """The run's attacks that the classifier's entry says its judge supports ([judge] attacks)."""
     from ubsafe.classifiers import get_entry
 
-    return get_entry(name).module == "ubsafe.vlm.classifier"
+    judge = get_entry(name).judge
+    if judge is None:
+        return ()
+    return tuple(a for a in run.config.attacks if a in judge.attacks)
+
+
+def needs_gpu(run: Run) -> bool:
+    """A GPU only when a judge of the run runs its model here (perturbed images and attacks go
+    through it); queried endpoints, replays and cached embeddings need none."""
+    from ubsafe.classifiers import get_entry
+
+    judges = [get_entry(name).judge for name in run.config.classifiers]
+    return any(j is not None and j.runs_model_here(run.config) for j in judges)
+
+
+NEEDS = Needs(
+    inputs=(
+        "plan.parquet",
+        "shards/score/shard-NNNNN.parquet",
+        "<cache>/.../<variant>/shard-NNNNN.h5",
+        "shards/attack/shard-NNNNN.h5",
+        "dataset images (image classifiers)",
+    ),
+    outputs=("shards/compare/shard-NNNNN.parquet",),
+    gpu=needs_gpu,
+    kernels=True,
+)
 
 
 def applies(run: Run) -> bool:
     from ubsafe.stages import attack, perturb
 
-    return run.config.target in ("robustness", "all") and (
-        perturb.applies(run) or attack.applies(run)
-    )
+    return runs_stage(run.config.target, NAME) and (perturb.applies(run) or attack.applies(run))
 
 
 def is_done(run: Run, shard: int) -> bool:
@@ -244,10 +270,11 @@ def run_shard(run: Run, shard: int) -> None:
             frames += compare_embeddings(run, name, chosen, shard, clean_pred)
         else:
             frames += compare_images(run, name, chosen)
-            if is_vlm(name):  # targeted attacks on the judge's answer (ubsafe.vlm.robustness)
-                from ubsafe.vlm.robustness import attack_rows
+            attacks = judge_attacks(run, name)
+            if attacks:  # targeted attacks on the judge's answer (ubsafe.attacks.judge_rows)
+                from ubsafe.attacks.judge_rows import attack_rows
 
-                frames.append(attack_rows(run, name, shard))
+                frames.append(attack_rows(run, name, shard, attacks))
     frames += compare_attacks(run, shard)
     result = pd.concat(frames, ignore_index=True) if frames else frame(**{c: [] for c in COLUMNS})
     shardfile.write(

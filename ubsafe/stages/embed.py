@@ -1,8 +1,7 @@
 """Stage `embed`: decode → preprocess → encode every shard's images, clean, into the cache.
 
 One HDF5 file per (encoder, shard). Undecodable images are listed in the file's skipped rows with
-the
-reason; they never fail the shard. A shard already in the (shared) cache is not encoded again.
+the reason; they never fail the shard. A shard already in the (shared) cache is not encoded again.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import numpy as np
 
 from ubsafe import embeddings as store
 from ubsafe.progress import progress
-from ubsafe.stages import common
+from ubsafe.stages import Needs, common
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,6 +23,11 @@ if TYPE_CHECKING:
 
 NAME = "embed"
 SHARDED = True
+NEEDS = Needs(
+    inputs=("plan.parquet", "dataset images"),
+    outputs=("<cache>/<encoder key>/<fingerprint>/clean/shard-NNNNN.h5",),
+    gpu=True,
+)
 log = logging.getLogger(__name__)
 
 
@@ -34,9 +38,14 @@ def encoder_keys(run: Run) -> list[str]:
 
 
 def cache_key(run: Run, key: str) -> str:
-    from ubsafe.encoders import cache_key as encoder_cache_key
+    """The encoder's cache folder; a run that decodes on the GPU gets its own (other rounding)."""
+    from ubsafe.encoders.identity import identity, identity_cache_key
+    from ubsafe.stages import decode_gpu
 
-    return str(encoder_cache_key(key, run.config.precision))
+    ident = identity(key, run.config.precision)
+    if common.decode_path(run) == "gpu":
+        ident = {**ident, "decode": decode_gpu.IDENTITY}
+    return identity_cache_key(ident)
 
 
 def applies(run: Run) -> bool:
@@ -66,7 +75,7 @@ def run_shard(run: Run, shard: int) -> None:
             skipped,
             dtype=run.config.embedding_dtype,
             identity=encoder.identity(),
-            provenance=encoder.provenance(),
+            provenance={**encoder.provenance(), **decode_provenance(run, encoder)},
         )
         rate = len(ids) / seconds if seconds > 0 else float("inf")
         log.info(
@@ -80,6 +89,12 @@ def run_shard(run: Run, shard: int) -> None:
         )
 
 
+def decode_provenance(run: Run, encoder: Any) -> dict[str, str]:
+    from ubsafe.stages import decode_gpu
+
+    return decode_gpu.provenance(common.decode_path(run), encoder.device)
+
+
 def encode_stream(
     run: Run,
     rows: pd.DataFrame,
@@ -87,10 +102,15 @@ def encode_stream(
     *,
     desc: str,
 ) -> tuple[list[str], np.ndarray, list[tuple[str, str]], float]:
-    """Encode `rows` batch by batch while the decode threads work ahead."""
+    """Encode `rows` batch by batch while the decoder works ahead (threads, or the GPU path).
+
+    Batches are whole multiples of the encoder's micro-batch, so only a shard's last micro-batch
+    is padded.
+    """
     import torch
 
-    batch_size = run.config.batch_size
+    micro = max(1, int(getattr(encoder, "micro_batch", 1)))
+    batch_size = max(micro, run.config.batch_size // micro * micro)
     ids: list[str] = []
     parts: list[np.ndarray] = []
     skipped: list[tuple[str, str]] = []
@@ -105,7 +125,7 @@ def encode_stream(
             pending.clear()
             pending_ids.clear()
 
-    stream = common.iter_decoded(run, rows, encoder.to_input)
+    stream = common.iter_inputs(run, rows, encoder)
     for sample_id, pixels, reason in progress(stream, desc=desc, total=len(rows), unit="img"):
         if pixels is None:
             skipped.append((sample_id, reason))

@@ -1,10 +1,10 @@
 """Stage `finetune`: PerspectiveVision's LoRA fine-tuning of LLaVA-1.5 on the run's train split.
 
 Runs when `perspective-llava` is among the classifiers and no adapter made elsewhere is configured
-(`perspective_adapter`); before `score`, which loads the adapter. One task for the whole run (a GPU
+(`perspective.adapter`); before `score`, which loads the adapter. One task for the whole run (a GPU
 job under `ubsafe submit`): the paper's training set is built from every train row (both sources,
-all categories; `ubsafe.vlm.perspective.trainset`), the model is fine-tuned with the paper's recipe
-as `perspective_lora` overrides it, and the adapter appears at `fitted/perspective-llava/` all at
+all categories; `ubsafe.perspective.trainset`), the model is fine-tuned with the paper's recipe
+as `perspective.lora` overrides it, and the adapter appears at `fitted/perspective-llava/` all at
 once (written under a temporary name, then renamed). `fitted/perspective-llava.json`, written last,
 records the config and data it was trained for: it is the completion marker.
 
@@ -20,21 +20,42 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ubsafe import atomic
+from ubsafe.stages import Needs
 from ubsafe.vlm.classifier import PERSPECTIVE
 
 if TYPE_CHECKING:
     import pandas as pd
     from PIL import Image
 
+    from ubsafe.config import RunConfig
     from ubsafe.rundir import Run
 
 NAME = "finetune"
 SHARDED = False
+NEEDS = Needs(
+    inputs=("plan.parquet", "dataset images (train rows)"),
+    outputs=("fitted/perspective-llava/", "fitted/perspective-llava.json"),
+    gpu=True,
+)
 log = logging.getLogger(__name__)
 
 
+def trained(config: RunConfig) -> tuple[str, ...]:
+    """The classifiers this stage fine-tunes for a run with `config`: judges whose entry needs an
+    adapter ([judge] adapter), unless `perspective.adapter` names one made elsewhere."""
+    from ubsafe.classifiers import get_entry
+
+    if config.perspective.adapter:
+        return ()
+    return tuple(
+        name
+        for name in config.classifiers
+        if (judge := get_entry(name).judge) is not None and judge.adapter
+    )
+
+
 def applies(run: Run) -> bool:
-    return PERSPECTIVE in run.config.classifiers and not run.config.perspective_adapter
+    return bool(trained(run.config))
 
 
 def adapter_dir(run: Run) -> Path:
@@ -66,10 +87,10 @@ def is_done(run: Run, shard: int) -> bool:
 
 
 def lora_settings(run: Run) -> Any:
-    """The paper's recipe with the run's `perspective_lora` overrides; seeded by the run's seed."""
-    from ubsafe.vlm.perspective.lora import LoraSettings
+    """The paper's recipe with the run's `perspective.lora` overrides; seeded by the run's seed."""
+    from ubsafe.perspective.lora import LoraSettings
 
-    overrides = {"seed": run.config.seed, **run.config.perspective_lora}
+    overrides = {"seed": run.config.seed, **run.config.perspective.lora}
     return LoraSettings(**overrides)
 
 
@@ -83,13 +104,16 @@ def train_rows(run: Run) -> pd.DataFrame:
 def image_store(run: Run, rows: pd.DataFrame) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
     """The encoded bytes of every train image that decodes (decoded again when used), and the
     (sample id, reason) of those that do not."""
+    from ubsafe.data.files import ReadLimits
     from ubsafe.data.images import DecodeError, decode_image
     from ubsafe.data.locate import iter_image_bytes
     from ubsafe.rundir import dataset_root
 
     store: dict[str, bytes] = {}
     skipped: list[tuple[str, str]] = []
-    for sample_id, data, reason in iter_image_bytes(dataset_root(run), rows):
+    for sample_id, data, reason in iter_image_bytes(
+        dataset_root(run), rows, limits=ReadLimits.from_config(run.config)
+    ):
         if data is None:
             skipped.append((sample_id, reason))
             continue
@@ -112,7 +136,7 @@ def device_and_dtype(run: Run) -> tuple[str, str | None]:
 
 def run_shard(run: Run, shard: int) -> None:
     from ubsafe.data.images import decode_image
-    from ubsafe.vlm.perspective.lora import fine_tune
+    from ubsafe.perspective.lora import fine_tune
 
     rows = train_rows(run)
     store, skipped = image_store(run, rows)
@@ -121,7 +145,7 @@ def run_shard(run: Run, shard: int) -> None:
         raise ValueError(
             f"perspective-llava is fine-tuned on the train split, but {run.root} has "
             f"{len(rows)} decodable train images" + (" of one label" if len(rows) else "") + ". "
-            "fix: use a dataset with a labelled train split, or set perspective_adapter to an "
+            "fix: use a dataset with a labelled train split, or set perspective.adapter to an "
             "adapter trained elsewhere"
         )
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ubsafe import atomic
 from ubsafe import embeddings as store
+from ubsafe.stages import Needs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 
 NAME = "fit"
 SHARDED = False
+NEEDS = Needs(
+    inputs=("plan.parquet", "<cache>/.../clean/shard-*.h5 (train rows)"),
+    outputs=("fitted/<classifier>.safetensors", "fitted/<classifier>.json"),
+)
 log = logging.getLogger(__name__)
 
 

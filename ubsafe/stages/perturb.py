@@ -16,15 +16,26 @@ import numpy as np
 
 from ubsafe import embeddings as store
 from ubsafe.progress import progress
-from ubsafe.stages import common
+from ubsafe.stages import Needs, common
 from ubsafe.stages.embed import cache_key, encoder_keys
+from ubsafe.targets import runs_stage
 
 if TYPE_CHECKING:
     from ubsafe.rundir import Run
 
 NAME = "perturb"
 SHARDED = True
+NEEDS = Needs(
+    inputs=("plan.parquet", "dataset images"),
+    outputs=("<cache>/<encoder key>/<fingerprint>/<variant>/shard-NNNNN.h5",),
+    gpu=True,
+)
 log = logging.getLogger(__name__)
+
+
+def perturb_device(run: Run) -> str:
+    """Where the corruptions run: on the GPU with the GPU decode path (a pinned CUDA device)."""
+    return "cuda" if common.decode_path(run) == "gpu" else "cpu"
 
 
 def variants(run: Run) -> list[tuple[str, int, str]]:
@@ -39,14 +50,14 @@ def variants(run: Run) -> list[tuple[str, int, str]]:
         chosen = levels if len(levels) == 1 else [s for s in run.config.severities if s in levels]
         for severity in chosen:
             variant = store.variant_name(
-                name, severity, run.config.seed, perturbation.fingerprint()
+                name, severity, run.config.seed, perturbation.fingerprint(perturb_device(run))
             )
             out.append((name, severity, variant))
     return out
 
 
 def applies(run: Run) -> bool:
-    return run.config.target in ("robustness", "all") and bool(run.config.perturbations)
+    return runs_stage(run.config.target, NAME) and bool(run.config.perturbations)
 
 
 def missing_variants(run: Run, key: str, shard: int) -> list[tuple[str, int, str]]:
@@ -70,7 +81,7 @@ def run_shard(run: Run, shard: int) -> None:
             continue
         encoder = common.run_encoder(run, key)
         ckey = cache_key(run, key)
-        decoded = common.decode_shard(run, rows, encoder.to_input)
+        decoded = common.decode_inputs(run, rows, encoder)
         inputs = torch.stack(decoded.items) if decoded.items else None
         normalization = (tuple(encoder.mean), tuple(encoder.std))
         batch = run.config.batch_size

@@ -59,7 +59,14 @@ def write_plan(path: Path, plan: pd.DataFrame, dataset: Dataset, shard_size: int
 
 
 def load_dataset(config: RunConfig) -> Dataset:
-    return open_dataset(config.dataset, fmt=config.dataset_format, source_map=config.source_map)
+    from ubsafe.data.files import ReadLimits
+
+    return open_dataset(
+        config.dataset,
+        fmt=config.dataset_format,
+        source_map=config.source_map,
+        limits=ReadLimits.from_config(config),
+    )
 
 
 def plan_run(config: RunConfig, *, dataset: Dataset | None = None) -> Run:

@@ -9,11 +9,20 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from ubsafe.stages import Needs
+
 if TYPE_CHECKING:
     from ubsafe.rundir import Run
 
 NAME = "report"
 SHARDED = False
+NEEDS = Needs(
+    inputs=("results/",),
+    outputs=("report/index.html", "report/report.md", "report/figures/"),
+    kernels=True,
+    after_success=True,
+    follows="reduce",
+)
 log = logging.getLogger(__name__)
 
 

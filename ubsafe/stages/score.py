@@ -23,7 +23,7 @@ import pandas as pd
 
 from ubsafe import embeddings as store
 from ubsafe import shardfile
-from ubsafe.stages import common
+from ubsafe.stages import Needs, common
 
 if TYPE_CHECKING:
     from ubsafe.rundir import Run
@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 NAME = "score"
 SHARDED = True
+NEEDS = Needs(
+    inputs=("plan.parquet", "<cache>/.../clean/shard-NNNNN.h5", "dataset images", "fitted/"),
+    outputs=("shards/score/shard-NNNNN.parquet", "shards/score/shard-NNNNN.responses.parquet"),
+    gpu=True,
+)
 log = logging.getLogger(__name__)
 COLUMNS = ("sample_id", "classifier", "pred", "score", "stage", "reason")
 
@@ -61,14 +66,18 @@ def covers(run: Run, name: str, category: str) -> bool:
 
 def scored_mask(run: Run, rows: pd.DataFrame, name: str) -> np.ndarray:
     """Rows this classifier is judged on: covered categories (every category outside the
-    taxonomy when it covers them all), in the splits it is scored on (fitted ones: test)."""
+    taxonomy when it covers them all; every generated image), in the splits it is scored on
+    (fitted ones: test)."""
     from ubsafe.classifiers import get_entry
+    from ubsafe.generate.plan import GENERATED
     from ubsafe.taxonomy import CATEGORIES
 
     covered = coverage(run, name)
     mask = rows["category"].isin(covered).to_numpy(dtype=bool, copy=True)
     if set(CATEGORIES) <= set(covered):
         mask |= ~rows["category"].isin(CATEGORIES).to_numpy(dtype=bool)
+    # generated images have no category of their own: every classifier judges them
+    mask |= (rows["category"] == GENERATED).to_numpy(dtype=bool)
     mask &= rows["split"].isin(get_entry(name).scored_splits).to_numpy(dtype=bool)
     return mask
 

@@ -33,13 +33,13 @@ if TYPE_CHECKING:
     import pandas as pd
     from PIL import Image
 
-    from ubsafe.classifiers.registry import ClassifierEntry
+    from ubsafe.classifiers.registry import ClassifierEntry, JudgeSpec
     from ubsafe.config import RunConfig
     from ubsafe.vlm.converter import ResponseConverter
     from ubsafe.vlm.decision import VLMDecision
     from ubsafe.vlm.judge import GenerationSettings, VLMJudge
 
-#: The folder, under the run's fitted/, of the adapter the finetune stage trains.
+#: The registry's judge that is fine-tuned within a run (its adapter folder under fitted/).
 PERSPECTIVE = "perspective-llava"
 
 
@@ -155,7 +155,7 @@ class ReplayClassifier(VLMClassifier):
     ) -> Decision:
         raise ReplayCannotJudgeError(
             f"{self.name} replays published answers about the dataset's original images and "
-            "cannot judge new or perturbed ones; set gpt4v_mode = 'query' to ask an endpoint"
+            "cannot judge new or perturbed ones; set gpt4v.mode = 'query' to ask an endpoint"
         )
 
 
@@ -168,7 +168,7 @@ def published_table(root: str, model: str) -> pd.DataFrame:
         raise FileNotFoundError(
             f"the published VLM answers are not in {root}. fix: `ubsafe weights fetch --to DIR "
             "--classifiers gpt4v` (they land in DIR/hf/yiting/unsafebench_vlm_responses), or "
-            "`ubsafe data fetch vlm-responses --to DIR` and vlm_responses_dir = DIR"
+            "`ubsafe data fetch vlm-responses --to DIR` and vlm.responses_dir = DIR"
         )
     return read_published_responses(root, model)
 
@@ -196,52 +196,51 @@ def _input_size(judge: VLMJudge) -> int:
 # --- settings from the run config ---
 
 
-def generation_settings(name: str, config: RunConfig) -> GenerationSettings:
-    """The decoding a judge uses under the run's `vlm_decoding` and `vlm_max_new_tokens`."""
+def generation_settings(judge: JudgeSpec, config: RunConfig) -> GenerationSettings:
+    """The decoding a judge uses under the run's `vlm.decoding` and `vlm.max_new_tokens` (its
+    entry's `paper_decoding` under `vlm.decoding = "paper"`)."""
     from ubsafe.vlm.judge import INSTRUCTBLIP_PAPER_SETTINGS, GenerationSettings
 
-    if name == "instructblip" and config.vlm_decoding == "paper":
-        return dataclasses.replace(
-            INSTRUCTBLIP_PAPER_SETTINGS, max_new_tokens=config.vlm_max_new_tokens
-        )
-    return GenerationSettings(max_new_tokens=config.vlm_max_new_tokens)
+    paper = {"greedy": GenerationSettings(), "lavis-beams": INSTRUCTBLIP_PAPER_SETTINGS}
+    chosen = paper[judge.paper_decoding] if config.vlm.decoding == "paper" else GenerationSettings()
+    return dataclasses.replace(chosen, max_new_tokens=config.vlm.max_new_tokens)
 
 
 def responses_root(config: RunConfig) -> Path:
-    """The local copy of the published answers (`vlm_responses_dir`, or the weights directory's)."""
+    """The local copy of the published answers (`vlm.responses_dir`, or the weights directory's)."""
     from ubsafe.vlm.registry import responses_dir
 
-    if config.vlm_responses_dir:
-        return Path(config.vlm_responses_dir)
+    if config.vlm.responses_dir:
+        return Path(config.vlm.responses_dir)
     return responses_dir(config.weights_dir)
 
 
 def response_cache(config: RunConfig, run_root: Path | None) -> Path | None:
-    """Where a queried endpoint's answers are cached: `vlm_response_cache`, else
+    """Where a queried endpoint's answers are cached: `vlm.response_cache`, else
     `<run>/vlm-cache`."""
-    if config.vlm_response_cache:
-        return Path(config.vlm_response_cache)
+    if config.vlm.response_cache:
+        return Path(config.vlm.response_cache)
     return run_root / "vlm-cache" if run_root is not None else None
 
 
-def adapter_dir(config: RunConfig, run_root: Path | None) -> Path:
-    """perspective-llava's adapter: `perspective_adapter`, else the run's
-    `fitted/perspective-llava`."""
+def adapter_dir(config: RunConfig, run_root: Path | None, name: str = PERSPECTIVE) -> Path:
+    """The LoRA adapter of the judge `name`: `perspective.adapter`, else the run's
+    `fitted/<name>` (where the finetune stage writes it)."""
     from ubsafe.classifiers.probe import FittedWeightsMissingError
 
-    if config.perspective_adapter:
-        return _checked_adapter(Path(config.perspective_adapter))
+    if config.perspective.adapter:
+        return _checked_adapter(Path(config.perspective.adapter))
     if run_root is None:
         raise FittedWeightsMissingError(
-            "perspective-llava is fine-tuned within a run: load it from a run directory, or set "
-            "perspective_adapter"
+            f"{name} is fine-tuned within a run: load it from a run directory, or set "
+            "perspective.adapter"
         )
-    folder = run_root / "fitted" / PERSPECTIVE
+    folder = run_root / "fitted" / name
     if not (folder / "adapter_config.json").is_file():
         raise FittedWeightsMissingError(
-            f"perspective-llava: {folder} holds no adapter yet. fix: run the finetune stage "
+            f"{name}: {folder} holds no adapter yet. fix: run the finetune stage "
             "(`ubsafe run effectiveness` / `ubsafe submit effectiveness` run it before scoring), "
-            "or set perspective_adapter to an adapter made elsewhere"
+            "or set perspective.adapter to an adapter made elsewhere"
         )
     return folder
 
@@ -272,38 +271,47 @@ def build(
     run_root: Path | None = None,
     entry: ClassifierEntry | None = None,
 ) -> VLMClassifier:
-    """The judge `name` as the run config describes it (weights from `config.weights_dir`)."""
+    """The judge `name` as its registry entry and the run config describe it (weights from
+    `config.weights_dir`)."""
+    from ubsafe.classifiers import get_entry
     from ubsafe.vlm.load import load_judge
 
+    entry = entry or get_entry(name)
+    judge = entry.judge
+    if judge is None:
+        raise ValueError(f"{name} is not a VLM judge (its registry entry has no [judge] table)")
     weights_dir = Path(config.weights_dir)
-    if name == "gpt4v" and config.gpt4v_mode == "replay":
+    mode = judge.mode(config)
+    if mode == "replay":
         from ubsafe.vlm.converter import load_converter
         from ubsafe.vlm.llava import resolve_device
 
-        converter = load_converter(weights_dir, config.vlm_converter, device=resolve_device(device))
-        return ReplayClassifier(responses_root(config), converter, seed=config.seed, entry=entry)
+        converter = load_converter(weights_dir, config.vlm.converter, device=resolve_device(device))
+        return ReplayClassifier(
+            responses_root(config), converter, seed=config.seed, entry=entry, model=judge.published
+        )
     chat = None
-    if name == "gpt4v":
+    if mode == "query":
         from ubsafe.vlm.openai_client import ChatSettings
 
         chat = ChatSettings(
-            model=config.gpt4v_model,
-            max_tokens=config.vlm_max_new_tokens,
-            requests_per_minute=config.vlm_requests_per_minute,
+            model=config.gpt4v.model,
+            max_tokens=config.vlm.max_new_tokens,
+            requests_per_minute=config.vlm.requests_per_minute,
         )
-    judge = load_judge(
-        name,
+    loaded = load_judge(
+        judge.loader,
         weights_dir,
-        converter=config.vlm_converter,
+        converter=config.vlm.converter,
         device=device,
         seed=config.seed,
-        batch_size=config.vlm_batch_size,
-        settings=generation_settings(name, config),
-        cache_dir=response_cache(config, run_root) if name == "gpt4v" else None,
-        adapter_dir=adapter_dir(config, run_root) if name == PERSPECTIVE else None,
+        batch_size=config.vlm.batch_size,
+        settings=generation_settings(judge, config),
+        cache_dir=response_cache(config, run_root) if mode == "query" else None,
+        adapter_dir=adapter_dir(config, run_root, name) if judge.adapter else None,
         chat=chat,
     )
-    return JudgeClassifier(judge, entry)
+    return JudgeClassifier(loaded, entry)
 
 
 def load(
@@ -325,22 +333,45 @@ def as_vlm(classifier: object) -> VLMClassifier | None:
 
 
 def check_config(config: RunConfig) -> None:
-    """Stop before any job when a judge's inputs other than weights are missing: GPT-4V's published
-    answers for a replay, an adapter named by `perspective_adapter`. (Weight files are the
-    registry entries' and checked with them.)"""
+    """Stop before any job when a judge's inputs other than weights are missing: the published
+    answers of a judge that replays them, an adapter named by `perspective.adapter`. (Weight files
+    are checked with the registry entries'.)"""
+    from ubsafe.classifiers import get_entry
+    from ubsafe.config import ConfigError
     from ubsafe.vlm.replay import PUBLISHED_MODELS
 
-    if "gpt4v" in config.classifiers and config.gpt4v_mode == "replay":
-        folder = responses_root(config) / PUBLISHED_MODELS["gpt4v"]
-        if not any(folder.glob("prompt_*/*.json")):
-            raise FileNotFoundError(
-                f"gpt4v replays the published answers, but {folder} holds none. fix: "
-                "`ubsafe weights fetch --to DIR --classifiers gpt4v` (they land in "
-                "DIR/hf/yiting/unsafebench_vlm_responses), or `ubsafe data fetch vlm-responses "
-                "--to DIR` and vlm_responses_dir = DIR"
-            )
-    if PERSPECTIVE in config.classifiers and config.perspective_adapter:
-        _checked_adapter(Path(config.perspective_adapter))
+    for name in config.classifiers:
+        judge = get_entry(name).judge
+        if judge is None:
+            continue
+        if judge.mode(config) == "replay":
+            folder = responses_root(config) / PUBLISHED_MODELS[judge.published]
+            if not any(folder.glob("prompt_*/*.json")):
+                raise ConfigError(
+                    f"{name} replays the published answers, but {folder} holds none. fix: "
+                    f"`ubsafe weights fetch --to DIR --classifiers {name}` (they land in "
+                    "DIR/hf/yiting/unsafebench_vlm_responses), or `ubsafe data fetch "
+                    "vlm-responses --to DIR` and vlm.responses_dir = DIR"
+                )
+        if judge.adapter and config.perspective.adapter:
+            _checked_adapter(Path(config.perspective.adapter))
+    _warn_about_the_endpoint(config)
+
+
+def _warn_about_the_endpoint(config: RunConfig) -> None:
+    """Say before any job when queries would send the key in clear text to another machine."""
+    import logging
+    import os
+
+    from ubsafe.classifiers import get_entry
+    from ubsafe.vlm.openai_client import DEFAULT_BASE_URL, insecure_endpoint
+
+    judges = [get_entry(name).judge for name in config.classifiers]
+    if not any(judge is not None and judge.mode(config) == "query" for judge in judges):
+        return
+    warning = insecure_endpoint(os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL)
+    if warning:
+        logging.getLogger(__name__).warning(warning)
 
 
 def _checked_adapter(folder: Path) -> Path:
@@ -348,8 +379,8 @@ def _checked_adapter(folder: Path) -> Path:
 
     if not (folder / "adapter_config.json").is_file():
         raise FittedWeightsMissingError(
-            f"perspective_adapter = {str(folder)!r} holds no adapter_config.json. fix: point it "
+            f"perspective.adapter = {str(folder)!r} holds no adapter_config.json. fix: point it "
             "to another run's fitted/perspective-llava, or to an adapter converted with "
-            "ubsafe.vlm.perspective.lora.convert_llava_adapter"
+            "ubsafe.perspective.lora.convert_llava_adapter"
         )
     return folder

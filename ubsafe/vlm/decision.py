@@ -81,7 +81,7 @@ class VLMDecision:
         return pd.DataFrame(data)
 
     def predictions(self, plan: pd.DataFrame, classifier: str) -> pd.DataFrame:
-        """Rows of `results/predictions.parquet` for these images (DESIGN §3).
+        """Rows of `results/predictions.parquet` for these images.
 
         `plan` is the run's plan (or a shard of it) with sample_id, category, source and label;
         every decided sample id must be in it.

@@ -9,6 +9,9 @@ Three things make it fit for a batch job:
 - a rate limit (requests per minute, shared by the client's threads);
 - retries with exponential backoff (and the server's `Retry-After`) on 408/409/429/5xx, timeouts and
   dropped connections; other errors stop at once with the server's message;
+- the key never reaches a message: an endpoint's error text is redacted (servers that echo the key
+  in a 401 exist), and a plain-http endpoint on another machine is warned about (the key would
+  cross the network in clear text);
 - a resumable on-disk cache: one JSON file per (model, prompt, image, decoding settings), written
   atomically, so a rerun — or a requeued Slurm task — never asks the same question twice.
 """
@@ -19,7 +22,9 @@ import base64
 import hashlib
 import http.client
 import io
+import ipaddress
 import json
+import logging
 import os
 import random
 import threading
@@ -33,11 +38,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ubsafe import atomic
+from ubsafe.redact import redact
 from ubsafe.vlm.converter import ResponseConverter
 from ubsafe.vlm.judge import VLMJudge
 
 if TYPE_CHECKING:
     from PIL import Image
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -74,6 +82,27 @@ class ChatAPIError(RuntimeError):
     def __init__(self, message: str, *, status: int | None = None):
         super().__init__(message)
         self.status = status
+
+
+def insecure_endpoint(base_url: str) -> str | None:
+    """A warning when `base_url` sends the key in clear text to another machine, else None."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url)
+    if parts.scheme != "http":
+        return None
+    host = (parts.hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"OPENAI_BASE_URL {base_url} is plain http to another machine: the API key and every "
+        "image cross the network unencrypted. fix: use https, or a tunnel to 127.0.0.1"
+    )
 
 
 class RateLimiter:
@@ -159,6 +188,9 @@ class ChatClient:
         self.settings = settings or ChatSettings()
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key = api_key
+        warning = insecure_endpoint(base_url)
+        if warning:
+            log.warning(warning)
         self.cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self.limiter = RateLimiter(self.settings.requests_per_minute, sleep=sleep)
         self._sleep = sleep
@@ -224,7 +256,8 @@ class ChatClient:
             text = reply["choices"][0]["message"]["content"] or ""
         except (KeyError, IndexError, TypeError):
             raise ChatAPIError(
-                f"{self.url} answered without choices[0].message.content: {json.dumps(reply)[:300]}"
+                f"{self.url} answered without choices[0].message.content: "
+                + self._clean(json.dumps(reply)[:300])
             ) from None
         if self.cache is not None and key is not None:
             self.cache.put(
@@ -250,6 +283,10 @@ class ChatClient:
         # Jitter spreads the retries of many array tasks hitting the same limit.
         return base * (1.0 + 0.25 * random.random())
 
+    def _clean(self, text: str) -> str:
+        """An endpoint's text without the key (some servers echo it) or any other secret."""
+        return redact(text, extra=(self.api_key,) if self.api_key else ())
+
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
         data = json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json"}
@@ -267,7 +304,7 @@ class ChatClient:
                 with urllib.request.urlopen(request, timeout=self.settings.timeout) as response:
                     return dict(json.loads(response.read().decode("utf-8")))
             except urllib.error.HTTPError as exc:
-                detail = exc.read().decode("utf-8", "replace")[:500]
+                detail = self._clean(exc.read().decode("utf-8", "replace")[:500])
                 if exc.code not in RETRY_STATUSES:
                     hint = " (check OPENAI_API_KEY)" if exc.code in (401, 403) else ""
                     raise ChatAPIError(
@@ -282,7 +319,7 @@ class ChatClient:
                 ConnectionError,
                 http.client.HTTPException,
             ) as exc:
-                last = f"{type(exc).__name__}: {exc}"
+                last = self._clean(f"{type(exc).__name__}: {exc}")
             if attempt < self.settings.max_retries:
                 self._sleep(self._backoff(attempt, retry_after))
         raise ChatAPIError(

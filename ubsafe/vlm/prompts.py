@@ -3,10 +3,10 @@
 All of them are data files in `ubsafe/vlm/texts/`, kept byte for byte as UnsafeBench uses them:
 
 - `category_definitions.txt`: one line per category, `<Name>: <definition>. For example, ...`;
-  the whole line is what a prompt inserts (reference/unsafebench.md §1.4).
-- `judge_prompts.json`: the paper's three prompts P0, P1, P2 (§2.2); `[instruction]` takes the line
+  the whole line is what a prompt inserts.
+- `judge_prompts.json`: the paper's three prompts P0, P1, P2; `[instruction]` takes the line
   of the category the image was collected for.
-- `perspective_template.txt`: PerspectiveVision's task template (§5); `[instruction]` takes the
+- `perspective_template.txt`: PerspectiveVision's task template; `[instruction]` takes the
   listed categories, one per line.
 """
 

@@ -70,35 +70,40 @@ CONVERTER_CHECKPOINT = WeightFile(CONVERTER_REPO, "LLM_output_converter.pt")
 ROBERTA_BASE_FILES = _files(ROBERTA_REPO, ("config.json", "vocab.json", "merges.txt"))
 CONVERTER_FILES = (CONVERTER_CHECKPOINT, *ROBERTA_BASE_FILES)
 
-#: Every file the VLM judges can use, by judge; `ubsafe weights fetch` takes the union it needs.
-WEIGHT_FILES: dict[str, tuple[WeightFile, ...]] = {
+#: The whole checkpoints `ubsafe weights fetch` downloads, by a judge entry's `[judge] checkpoint`.
+CHECKPOINTS: dict[str, tuple[WeightFile, ...]] = {
     "llava": LLAVA_FILES,
     "instructblip": INSTRUCTBLIP_FILES,
-    "converter": CONVERTER_FILES,
 }
 
 
-#: The registry's VLM judges; `ubsafe weights fetch` downloads their files only when named.
-JUDGE_CLASSIFIERS: tuple[str, ...] = ("llava", "instructblip", "gpt4v", "perspective-llava")
+def judge_classifiers() -> tuple[str, ...]:
+    """The registry's VLM judges (entries with a [judge] table); `ubsafe weights fetch` downloads
+    their files only when named."""
+    from ubsafe.classifiers import list_classifiers
+
+    return tuple(e.name for e in list_classifiers() if e.judge is not None)
 
 
 def fetch_files(classifier: str) -> tuple[WeightFile, ...]:
-    """Everything `ubsafe weights fetch` downloads for a VLM judge of the classifier registry:
-    whole checkpoints (the registry entry lists only the files checked before a job), the response
-    converter, and for `gpt4v` the published answers it replays."""
-    if classifier == "llava":
-        return LLAVA_FILES + CONVERTER_FILES
-    if classifier == "instructblip":
-        return INSTRUCTBLIP_FILES + CONVERTER_FILES
-    if classifier == "perspective-llava":
-        return LLAVA_FILES
-    if classifier == "gpt4v":
+    """Everything `ubsafe weights fetch` downloads for a VLM judge of the classifier registry, from
+    its entry: the whole checkpoint (the entry lists only the files checked before a job), the
+    response converter when its answers go through one, and the published answers it can replay."""
+    from ubsafe.classifiers import get_entry
+
+    judge = get_entry(classifier).judge
+    if judge is None:
+        raise ValueError(
+            f"{classifier!r} is not a VLM judge; choose one of {', '.join(judge_classifiers())}"
+        )
+    files = CHECKPOINTS.get(judge.checkpoint, ())
+    if judge.converter:
+        files += CONVERTER_FILES
+    if judge.published:
         from ubsafe.vlm.replay import response_files
 
-        return CONVERTER_FILES + response_files("gpt4v")
-    raise ValueError(
-        f"{classifier!r} is not a VLM judge; choose one of {', '.join(JUDGE_CLASSIFIERS)}"
-    )
+        files += response_files(judge.published)
+    return files
 
 
 def responses_dir(weights_dir: str | os.PathLike[str]) -> Path:

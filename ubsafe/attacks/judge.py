@@ -1,5 +1,5 @@
 """Targeted attacks on a VLM judge: make it answer "safe" about an unsafe image, or "unsafe" about a
-safe one (reference/unsafebench.md §4, `llava_adv_attack.py`).
+safe one (as UnsafeBench's `llava_adv_attack.py`).
 
 The loss is the language model's cross-entropy of the target answer after prompt P0 and the image;
 PGD descends it in [0, 1] pixel space (the model's own resize/crop/pad view of the image, with the

@@ -17,6 +17,11 @@ fitted full-batch with L-BFGS in seconds on a CPU.
 
 Saved as safetensors: weight [C, D], bias [C], mean [D], std [D]; metadata holds the category
 names, the settings and a format version.
+
+As the registry's fitted classifier `perspective-fast`: the fit stage calls `fit_entry` on the
+run's train rows (real and AI-generated) and saves `fitted/perspective-fast.safetensors`; `load`
+reads it back. Decisions are the probes' rule with all 11 categories listed — unsafe iff some
+category's probe fires — per row in float64; the score is the largest probe logit.
 """
 
 from __future__ import annotations
@@ -24,20 +29,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ubsafe import atomic
+from ubsafe.classifiers.base import Decision, EmbeddingClassifier, as_embedding_matrix, decision
 from ubsafe.taxonomy import CATEGORIES
 
 if TYPE_CHECKING:
     import torch
 
+    from ubsafe.classifiers.registry import ClassifierEntry
+
 FORMAT_VERSION = "1"
+#: What a fitted file says it holds (its `ubsafe.classifier` metadata): the file kind.
+FILE_KIND = "perspective-fast"
 
 #: The bias of a probe that never fires.
 NEVER = -1.0e4
@@ -174,7 +184,7 @@ class FastPerspective:
             "std": self.std.contiguous(),
         }
         metadata = {
-            "ubsafe.classifier": "perspective-fast",
+            "ubsafe.classifier": FILE_KIND,
             "format_version": FORMAT_VERSION,
             "categories": json.dumps(self.categories),
             "settings": json.dumps(asdict(self.settings)),
@@ -189,7 +199,7 @@ class FastPerspective:
 
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            if metadata.get("ubsafe.classifier") != "perspective-fast":
+            if metadata.get("ubsafe.classifier") != FILE_KIND:
                 raise ValueError(f"{path} is not a fitted fast PerspectiveVision model")
             if metadata.get("format_version") != FORMAT_VERSION:
                 raise ValueError(
@@ -305,3 +315,104 @@ def fit_fast(
     return FastPerspective(
         probe_categories, weight.float(), bias.float(), mean.float(), std.float(), settings
     )
+
+
+NAME = "perspective-fast"
+
+
+class FastPerspectiveClassifier(EmbeddingClassifier):
+    """Fitted per-category probes behind the embedding-classifier surface."""
+
+    def __init__(self, model: FastPerspective, *, entry: ClassifierEntry | None = None) -> None:
+        self.model = model
+        self.entry = entry
+        self.name = entry.name if entry else NAME
+        self.categories = entry.categories if entry else model.categories
+        self.dim = int(model.weight.shape[1])
+        # float64 copies for the per-row rule
+        self._weight = model.weight.double().numpy()
+        self._bias = model.bias.double().numpy()
+        self._mean = model.mean.double().numpy()
+        self._std = model.std.double().numpy()
+
+    def max_logit(self, embeddings: np.ndarray) -> np.ndarray:
+        """Float64[N]: the largest probe logit of each row (elementwise products, no BLAS)."""
+        x = as_embedding_matrix(embeddings, self.dim, self.name)
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        features = (x - self._mean) / self._std
+        logits = np.stack(
+            [(features * w).sum(axis=1) + b for w, b in zip(self._weight, self._bias, strict=True)],
+            axis=1,
+        )
+        return np.asarray(logits.max(axis=1))
+
+    def decide(self, embeddings: np.ndarray) -> Decision:
+        m = self.max_logit(embeddings)
+        return decision(m > 0, m)
+
+    def surrogate(self) -> torch.nn.Module:
+        module = self.model.surrogate().eval()
+        for parameter in module.parameters():
+            parameter.requires_grad_(False)
+        return module
+
+    def save(self, path: str | Path) -> Path:
+        """Write the probes (what the fit stage calls)."""
+        return self.model.save(path)
+
+
+def settings_from(options: Mapping[str, Any]) -> FastSettings:
+    """FastSettings from a registry entry's (resolved) options."""
+    defaults = FastSettings()
+    return FastSettings(
+        l2=float(options.get("l2", defaults.l2)),
+        negative_sampling=bool(options.get("negative_sampling", defaults.negative_sampling)),
+        balance=bool(options.get("balance", defaults.balance)),
+        max_iter=int(options.get("max_iter", defaults.max_iter)),
+    )
+
+
+def fit_entry(
+    entry: ClassifierEntry,
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    *,
+    seed: int,
+    encoder: str,
+    categories: np.ndarray | None = None,
+) -> FastPerspectiveClassifier:
+    """Fit the per-category probes on train rows (`categories`: each row's collected category)."""
+    if categories is None:
+        raise ValueError(
+            f"{entry.name} fits one probe per category: pass each training row's category"
+        )
+    model = fit_fast(
+        np.asarray(embeddings),
+        np.asarray(labels),
+        [str(c) for c in categories],
+        seed=seed,
+        settings=settings_from(entry.options),
+        probe_categories=entry.categories,
+    )
+    return FastPerspectiveClassifier(model, entry=entry)
+
+
+def load(
+    entry: ClassifierEntry,
+    weights_dir: Path,
+    *,
+    device: str = "cpu",
+    fitted_dir: Path | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> FastPerspectiveClassifier:
+    """The probes the run's fit stage wrote to `fitted_dir/perspective-fast.safetensors`."""
+    from ubsafe.classifiers.probe import existing_fitted_path
+
+    path = existing_fitted_path(entry, fitted_dir)
+    model = FastPerspective.load(path)
+    if tuple(model.categories) != tuple(entry.categories):
+        raise ValueError(
+            f"{path} holds probes for {list(model.categories)}, but {entry.name} lists "
+            f"{list(entry.categories)}; re-run the fit stage"
+        )
+    return FastPerspectiveClassifier(model, entry=entry)

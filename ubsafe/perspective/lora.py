@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ubsafe import atomic
-from ubsafe.vlm.perspective.trainset import TrainingExample
+from ubsafe.perspective.trainset import TrainingExample
 
 if TYPE_CHECKING:
     import torch
@@ -240,9 +240,9 @@ def load_perspective(
 
     Decoding is greedy up to 512 new tokens (eval.py's) unless `settings` say otherwise.
     """
+    from ubsafe.perspective.evaluate import PerspectiveJudge
     from ubsafe.taxonomy import CATEGORIES
     from ubsafe.vlm.llava import load_llava_parts
-    from ubsafe.vlm.perspective.evaluate import PerspectiveJudge
 
     model, processor = load_llava_parts(weights_dir, device=device, dtype=dtype)
     model = apply_adapter(model, adapter_dir)
@@ -361,9 +361,9 @@ def fine_tune(
     import shutil
     import uuid
 
+    from ubsafe.perspective.trainset import build_training_set, write_training_json
     from ubsafe.vlm.converter import RuleConverter
     from ubsafe.vlm.llava import LlavaJudge, load_llava_parts
-    from ubsafe.vlm.perspective.trainset import build_training_set, write_training_json
 
     out_dir = Path(out_dir)
     if (out_dir / "adapter_config.json").is_file():

@@ -14,8 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ubsafe.vlm.perspective.evaluate import f1_binary
-
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -41,10 +39,13 @@ def dataset_name(run_dir: Path) -> str:
 def _row(classifier: str, dataset: str, labels: object, preds: object) -> dict[str, object]:
     import numpy as np
 
+    from ubsafe.kernels import binary_metrics
+
     y = np.asarray(labels).astype(bool)
     p = np.asarray(preds).astype(bool)
     tp, fp = int((y & p).sum()), int((~y & p).sum())
     fn, tn = int((y & ~p).sum()), int((~y & ~p).sum())
+    metrics = binary_metrics(y, p)
     return {
         "classifier": classifier,
         "dataset": dataset,
@@ -54,9 +55,9 @@ def _row(classifier: str, dataset: str, labels: object, preds: object) -> dict[s
         "fp": fp,
         "fn": fn,
         "tn": tn,
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
-        "f1": f1_binary(y, p),
+        "precision": metrics["precision"],
+        "recall": metrics["recall"],
+        "f1": metrics["f1"],
     }
 
 

@@ -68,12 +68,10 @@ class PerspectiveJudge(LlavaJudge):
 
 
 def f1_binary(labels: np.ndarray, preds: np.ndarray) -> float:
-    """F1 with unsafe as positive; 0.0 when undefined (scikit-learn's zero_division=0 default)."""
-    labels = np.asarray(labels).astype(bool)
-    preds = np.asarray(preds).astype(bool)
-    tp = int(np.sum(labels & preds))
-    denominator = int(labels.sum() + preds.sum())
-    return 0.0 if denominator == 0 else 2.0 * tp / denominator
+    """F1 with unsafe as positive, 0.0 when undefined: the tables' F1 (`kernels.binary_metrics`)."""
+    from ubsafe.kernels import binary_metrics
+
+    return binary_metrics(labels, preds)["f1"]
 
 
 def pooled_f1(results: Mapping[str, tuple[Sequence[int], Sequence[int]]]) -> dict[str, float]:
