@@ -17,7 +17,9 @@ import torch
 from PIL import Image
 from test_embed_stage import difficult_images
 from test_encoders_support import sample_images
+from test_images import grey_sources
 
+from ubsafe.data.images import decode_image
 from ubsafe.encoders import load_encoder
 from ubsafe.stages import common, decode_gpu
 
@@ -160,3 +162,13 @@ def test_gpu_path_keeps_other_encoders_own_transform(tmp_path: Path) -> None:
     # transformers' image processor is not a tensor resize: the path decodes, then uses it
     entry = SimpleNamespace(preprocess=SimpleNamespace(pipeline="clip_image_processor_pil"))
     assert decode_gpu.TensorResize.of(SimpleNamespace(entry=entry, image_size=224)) is None
+
+
+def test_greyscale_reaches_the_encoder_as_its_rgb_copy_would(tiny: object) -> None:
+    # the embed stage keeps a greyscale image one channel until after the resize (a quarter of
+    # the memory of a huge scan): the encoder input must be the very pixels of converting first
+    for name, data in grey_sources().items():
+        _, ours, reason = common._decode_one((name, data, ""), tiny.to_input, grey=True)  # type: ignore[attr-defined]
+        assert reason == ""
+        expected = tiny.to_input(decode_image(data))  # type: ignore[attr-defined]
+        assert ours.shape == expected.shape and torch.equal(ours, expected), name

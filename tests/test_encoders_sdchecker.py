@@ -22,8 +22,10 @@ from test_encoders_support import (  # noqa: F401 (one_thread is a fixture)
     one_thread,
     sample_images,
 )
+from test_images import grey_sources
 from transformers import CLIPConfig, CLIPImageProcessorPil
 
+from ubsafe.data.images import decode_image
 from ubsafe.encoders import get_entry, load_encoder
 from ubsafe.weights import MissingWeightsError
 
@@ -190,3 +192,12 @@ def test_other_preprocessing_than_declared_is_refused(tmp_path: Path) -> None:
     (folder / "preprocessor_config.json").write_text(json.dumps({**PREPROCESSOR, "resample": 2}))
     with pytest.raises(ValueError, match="interpolation: entry 'bicubic', processor 'bilinear'"):
         load_encoder("sd-checker", tmp_path, device="cpu")
+
+
+def test_greyscale_input_equals_its_rgb_copy(checker_dir: tuple[Path, Path]) -> None:
+    weights_dir, _ = checker_dir
+    encoder = load_encoder("sd-checker", weights_dir, device="cpu")
+    for name, data in grey_sources().items():
+        grey = decode_image(data, grey=True)
+        assert grey.mode == "L"
+        assert torch.equal(encoder.to_input(grey), encoder.to_input(decode_image(data))), name

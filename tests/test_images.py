@@ -72,6 +72,35 @@ def test_sixteen_bit_png_keeps_its_range() -> None:
     )  # not clipped to 255 as a plain convert would
 
 
+def grey_sources() -> dict[str, bytes]:
+    """Greyscale files in 8 and 16 bits, odd sizes, both codecs."""
+    values = (np.arange(157 * 301, dtype=np.uint32).reshape(157, 301) * 997 % 65536).astype(
+        np.uint16
+    )
+    eight = Image.fromarray(gradient(97, 240)[..., 0])
+    return {
+        "16-bit PNG": encode(Image.fromarray(values), "PNG"),
+        "8-bit PNG": encode(eight, "PNG"),
+        "grey JPEG": encode(eight, "JPEG", quality=90),
+    }
+
+
+@pytest.mark.parametrize("name", ["16-bit PNG", "8-bit PNG", "grey JPEG"])
+def test_grey_sources_may_stay_one_channel(name: str) -> None:
+    data = grey_sources()[name]
+    grey = decode_image(data, grey=True)
+    assert grey.mode == "L"
+    rgb = np.asarray(decode_image(data))
+    np.testing.assert_array_equal(rgb, np.repeat(np.asarray(grey)[..., None], 3, axis=-1))
+
+
+def test_colour_sources_stay_rgb_when_grey_is_allowed() -> None:
+    colour = encode(Image.fromarray(gradient()), "PNG")
+    assert decode_image(colour, grey=True).mode == "RGB"
+    palette = encode(Image.fromarray(gradient()).convert("P"), "PNG")
+    assert decode_image(palette, grey=True).mode == "RGB"
+
+
 def test_cmyk_jpeg_palette_rgba_gray_and_gif() -> None:
     base = Image.fromarray(gradient())
     cmyk = encode(base.convert("CMYK"), "JPEG", quality=95)

@@ -7,6 +7,11 @@ orientation applied, first frame of animations, and a conversion to 8-bit RGB th
 palette images faithful — in integer arithmetic, a band of rows at a time, so a wide image costs
 little more than its decoded pixels.
 
+A caller that resizes before it looks at channels (an encoder's input transform) may ask for
+`grey=True`: a greyscale source then stays one 8-bit channel ("L"), a quarter of the memory of its
+RGB copy (PIL keeps RGB at 4 bytes a pixel). Resampling treats channels alike, so converting to RGB
+after the resize gives the very pixels of converting first.
+
 A reason never quotes the file: a skip reason names the kind of problem and, for a file that is not
 an image, what it looks like ("text", "a PDF document"), because reasons reach shareable outputs.
 """
@@ -31,7 +36,7 @@ MAX_DECODED_BYTES = 512 * 1024 * 1024
 WIDE_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ORIENTATION = 0x0112
 #: Rows converted at once from a 16-bit or 32-bit image to 8 bits.
-BAND_ROWS = 512
+BAND_ROWS = 256
 
 #: File signatures of things that are not images, for a skip reason that names the kind.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -65,9 +70,16 @@ class DecodeError(Exception):
 
 
 def decode_image(
-    data: bytes, *, max_pixels: int = MAX_PIXELS, max_decoded_bytes: int = MAX_DECODED_BYTES
+    data: bytes,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    max_decoded_bytes: int = MAX_DECODED_BYTES,
+    grey: bool = False,
 ) -> Image.Image:
-    """Decode `data` into an 8-bit RGB image, or raise `DecodeError` saying why it cannot be."""
+    """Decode `data` into an 8-bit RGB image, or raise `DecodeError` saying why it cannot be.
+
+    With `grey`, a greyscale source (8, 16 or 32 bits) comes back as 8-bit "L" instead of RGB.
+    """
     if not data:
         raise DecodeError("empty", "zero bytes")
     try:
@@ -122,9 +134,11 @@ def decode_image(
         if image.getexif().get(_ORIENTATION, 1) != 1:
             image = ImageOps.exif_transpose(image) or image
     if image.mode in WIDE_MODES:
-        grey = _wide_to_8bit(image)
+        eight = _wide_to_8bit(image)
         del image  # the wide pixels go before the RGB copy is made
-        return _grey_to_rgb(grey)
+        return Image.fromarray(eight) if grey else _grey_to_rgb(eight)
+    if grey and image.mode == "L":
+        return image
     return to_rgb(image)
 
 
@@ -197,7 +211,15 @@ def _wide_to_8bit(image: Image.Image) -> np.ndarray:
             values = band(top, bottom).astype(np.float64)
             out[top:bottom] = np.clip(np.rint(values * (255.0 / peak)), 0, 255)
         return out
-    wide = mode.startswith("I;16") or any(band(t, b).max(initial=0) > 255 for t, b in bands)
+    if mode.startswith("I;16"):
+        # unsigned 16-bit: (v + 128) // 257 fits 32 bits, and a band needs no clipping
+        for top, bottom in bands:
+            values = band(top, bottom).astype(np.uint32)
+            values += 128
+            values //= 257
+            out[top:bottom] = values
+        return out
+    wide = any(band(t, b).max(initial=0) > 255 for t, b in bands)
     for top, bottom in bands:
         values = band(top, bottom).astype(np.int64)
         if wide:

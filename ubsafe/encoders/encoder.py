@@ -111,10 +111,17 @@ class Encoder:
     # --- preprocessing ---
 
     def to_input(self, image: Image.Image) -> torch.Tensor:
-        """The encoder's own resize and centre crop: float32 [3, S, S] in [0, 1], not normalised."""
-        if image.mode != "RGB":
+        """The encoder's own resize and centre crop: float32 [3, S, S] in [0, 1], not normalised.
+
+        A greyscale "L" image is resized as it is and made RGB after the crop: resampling treats
+        channels alike, so the pixels equal those of converting first, at a quarter of the memory
+        for a huge image (see `ubsafe.data.images`).
+        """
+        if image.mode not in ("RGB", "L"):
             image = image.convert("RGB")
         pixels = self._transform(image)
+        if image.mode == "L" and pixels.ndim == 3 and pixels.shape[0] == 1:
+            pixels = pixels.expand(3, -1, -1).contiguous()
         expected = (3, self.image_size, self.image_size)
         if tuple(pixels.shape) != expected or pixels.dtype != torch.float32:
             raise RuntimeError(

@@ -100,21 +100,29 @@ class Decoded:
 
 
 def _decode_one(
-    entry: tuple[str, bytes | None, str], convert: Callable[[Image.Image], T]
+    entry: tuple[str, bytes | None, str], convert: Callable[[Image.Image], T], grey: bool = False
 ) -> tuple[str, T | None, str]:
     sample_id, data, reason = entry
     if data is None:
         return sample_id, None, reason
     try:
-        return sample_id, convert(decode_image(data)), ""
+        return sample_id, convert(decode_image(data, grey=grey)), ""
     except DecodeError as exc:
         return sample_id, None, str(exc)
 
 
 def iter_decoded(
-    run: Run, rows: pd.DataFrame, convert: Callable[[Image.Image], T], *, workers: int | None = None
+    run: Run,
+    rows: pd.DataFrame,
+    convert: Callable[[Image.Image], T],
+    *,
+    workers: int | None = None,
+    grey: bool = False,
 ) -> Iterator[tuple[str, T | None, str]]:
-    """Yield (sample_id, converted image or None, skip reason) in `rows` order; decode ahead."""
+    """Yield (sample_id, converted image or None, skip reason) in `rows` order; decode ahead.
+
+    `convert` receives RGB images, or with `grey` also "L" ones for greyscale sources.
+    """
     from ubsafe.data.files import ReadLimits
     from ubsafe.data.locate import iter_image_bytes
     from ubsafe.rundir import dataset_root
@@ -124,14 +132,14 @@ def iter_decoded(
     entries = iter_image_bytes(root, rows, limits=ReadLimits.from_config(run.config))
     if workers <= 0:
         for entry in entries:
-            yield _decode_one(entry, convert)
+            yield _decode_one(entry, convert, grey)
         return
     # A bounded window ahead (Executor.map would read every image of the shard at once): memory
     # holds at most a few encoded images and their decodes, whatever the shard size.
     window: collections.deque[Future[tuple[str, T | None, str]]] = collections.deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         for entry in entries:
-            window.append(pool.submit(_decode_one, entry, convert))
+            window.append(pool.submit(_decode_one, entry, convert, grey))
             if len(window) > 2 * workers:
                 yield window.popleft().result()
         while window:
@@ -155,7 +163,8 @@ def iter_inputs(
     """
     path = decode_path(run) if path is None else path
     if path == "cpu":
-        yield from iter_decoded(run, rows, encoder.to_input)
+        # the encoder resizes before it needs channels: greyscale stays one channel until then
+        yield from iter_decoded(run, rows, encoder.to_input, grey=True)
         return
     from ubsafe.data.locate import iter_image_bytes
     from ubsafe.rundir import dataset_root
