@@ -37,6 +37,21 @@ def test_registry_files_carry_their_pins() -> None:
     assert vocab.url.endswith("/resolve/e2da8e2f811d1448a5b465c236feacd80ffbac7b/vocab.json")
 
 
+def test_generators_and_the_encoder_fetch_a_fixed_commit() -> None:
+    from ubsafe.encoders import weight_files as encoder_files
+    from ubsafe.generate.registry import weight_files as generator_files
+
+    revisions = pins()[0]
+    for name in ("sd-1.4", "sd-1.5", "sd-2.1", "sld-max", "negative-prompt"):
+        files = generator_files(name)
+        base = [f for f in files if f.repo in revisions]
+        assert base, f"{name}: its base pipeline is pinned"
+        assert all(f"/resolve/{revisions[f.repo]}/" in f.url for f in base)
+    assert {f.revision for f in encoder_files("vit-l-14-openai")} == {
+        revisions["timm/vit_large_patch14_clip_224.openai"]
+    }
+
+
 @pytest.fixture(autouse=True)
 def checking(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(weights.VERIFY_ENV, "1")
