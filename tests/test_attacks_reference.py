@@ -218,8 +218,23 @@ def test_paper_mode_equals_foolbox_in_the_normalised_space(core: nn.Module, name
     )
 
     ours_normalised = (ours.adversarial - channel(CLIP_MEAN)) / channel(CLIP_STD)
-    torch.testing.assert_close(ours_normalised, clipped, atol=TOLERANCE, rtol=0)
+    if name == "pgd":
+        # 100 sign steps taken in two spaces (foolbox's normalised input, ours in pixels with
+        # the normalisation inside the model): a gradient component that is zero up to rounding
+        # may take its sign either way on another CPU's kernels. Such ties move a value by a
+        # few steps at most, and only a handful of values.
+        assert_equal_up_to_sign_ties(ours_normalised, clipped, step=spec.step_size)
+    else:
+        torch.testing.assert_close(ours_normalised, clipped, atol=TOLERANCE, rtol=0)
     assert torch.equal(ours.success, reference_success)
+
+
+def assert_equal_up_to_sign_ties(ours: torch.Tensor, reference: torch.Tensor, step: float) -> None:
+    """Equal within TOLERANCE except at most 1 value in 1,000, each within 4 steps."""
+    apart = (ours - reference).abs()
+    off = apart > TOLERANCE
+    assert int(off.sum()) <= max(1, ours.numel() // 1000), f"{int(off.sum())} values differ"
+    assert float(apart.max()) <= 4 * step + TOLERANCE, f"largest difference {float(apart.max())}"
 
 
 @pytest.mark.parametrize("eps_255", [2, 255])

@@ -53,6 +53,18 @@ def test_a_dataset_may_not_select_a_classifier_that_queries_an_api(dataset: Path
         build_config(dataset=dataset)
 
 
+def test_a_dataset_may_tune_a_classifier_but_not_point_it_at_a_file(dataset: Path) -> None:
+    toml = dataset / "ubsafe.toml"
+    original = toml.read_text()
+    toml.write_text(original + '[classifier_options.nudenet]\nmodel_path = "shipped.onnx"\n')
+    with pytest.raises(ConfigError) as err:
+        build_config(dataset=dataset)
+    assert "classifier_options.nudenet.model_path: names a file to read" in str(err.value)
+    toml.write_text(original + "[classifier_options.nudenet]\nthreshold = 0.5\n")
+    config = build_config(dataset=dataset)
+    assert config.classifier_options["nudenet"]["threshold"] == 0.5
+
+
 def test_the_user_may_still_choose_what_the_dataset_may_not(dataset: Path, tmp_path: Path) -> None:
     user = tmp_path / "mine.toml"
     user.write_text(f'weights_dir = "{tmp_path / "w"}"\nclassifiers = ["gpt4v"]\n')

@@ -172,3 +172,30 @@ def test_greyscale_reaches_the_encoder_as_its_rgb_copy_would(tiny: object) -> No
         assert reason == ""
         expected = tiny.to_input(decode_image(data))  # type: ignore[attr-defined]
         assert ours.shape == expected.shape and torch.equal(ours, expected), name
+
+
+def test_both_paths_read_files_under_the_runs_limits(tmp_path: Path, cli, tiny: object) -> None:
+    from ubsafe.rundir import Run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    noise = np.random.default_rng(0).integers(0, 256, (900, 900, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(data / "big.png")  # about 2.4 MB
+    (data / "small.jpg").write_bytes(jpeg(sample_images(1, seed=5)[0]))
+    manifest = data / "manifest.csv"
+    manifest.write_text(
+        "path,label,category,source,split\n"
+        "big.png,Safe,Hate,Laion5B,test\nsmall.jpg,Unsafe,Hate,Lexica,test\n"
+    )
+    run_dir = tmp_path / "run"
+    result = cli("plan", manifest, "--out", run_dir, "--encoder", "tiny", "--max-image-mb", "1")
+    assert result.exit_code == 0, result.output
+    run = Run.load(run_dir)
+    outcomes = {}
+    for path in ("cpu", "gpu"):
+        items = list(common.iter_inputs(run, run.plan, tiny, path=path))
+        outcomes[path] = [(sample_id, reason) for sample_id, _, reason in items]
+    assert outcomes["gpu"] == outcomes["cpu"]
+    reasons = [reason for _, reason in outcomes["cpu"]]
+    assert sorted(bool(r) for r in reasons) == [False, True]
+    assert any(r.startswith("too-large: the image file is") for r in reasons), reasons

@@ -645,6 +645,14 @@ def dataset_defaults(path: Path) -> dict[str, Any]:
         for name in named
         if isinstance(name, str) and _is_network_classifier(name)
     ]
+    options = data.get("classifier_options", {})
+    problems += [
+        f"  classifier_options.{name}.{key}: names a file to read; a dataset may not set it"
+        for name, chosen in (options.items() if isinstance(options, dict) else ())
+        if isinstance(chosen, dict)
+        for key in sorted(chosen)
+        if key in _file_options(name)
+    ]
     if problems:
         allowed = ", ".join(sorted(dotted(key) for key in DATASET_SETTINGS))
         raise ConfigError(
@@ -655,6 +663,15 @@ def dataset_defaults(path: Path) -> dict[str, Any]:
             f"file or flags. A dataset's ubsafe.toml may set: {allowed}"
         )
     return data
+
+
+def _file_options(name: str) -> tuple[str, ...]:
+    from ubsafe.classifiers.registry import UnknownClassifierError, get_entry
+
+    try:
+        return get_entry(name).file_options
+    except UnknownClassifierError:
+        return ()  # unknown names are reported when the config is checked
 
 
 def _is_network_classifier(name: str) -> bool:

@@ -167,14 +167,13 @@ def _join(*notes: str) -> str:
 def image_features(run: Run, sample_ids: list[str], net: object) -> dict[str, np.ndarray]:
     """Pool3 features of the run's images `sample_ids` (those that decode)."""
     from ubsafe.data.images import DecodeError, decode_image
-    from ubsafe.data.locate import iter_image_bytes
     from ubsafe.inception import features
-    from ubsafe.rundir import dataset_root
+    from ubsafe.stages import common
 
     plan = run.plan
     rows = plan[plan["sample_id"].isin(set(sample_ids))].sort_values("sample_id", kind="stable")
     ids, images = [], []
-    for sample_id, data, _reason in iter_image_bytes(dataset_root(run), rows):
+    for sample_id, data, _reason in common.image_bytes(run, rows):
         if data is None:
             continue
         try:

@@ -50,6 +50,7 @@ _REQUIRED: dict[str, type | tuple[type, ...]] = {
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "score": str,
     "options": dict,
+    "file_options": list,
     "train_sources": list,
     "splits": list,
     "extra": str,
@@ -137,6 +138,9 @@ class ClassifierEntry:
     notes: str
     score: str = ""
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    #: options that name a file the classifier reads: only the user may set them, never a
+    #: dataset's own ubsafe.toml
+    file_options: tuple[str, ...] = ()
     train_sources: tuple[str, ...] = ()
     splits: tuple[str, ...] = ()
     #: the optional part of ubsafe it needs (`ubsafe.extras.EXTRAS`), or ""
@@ -231,6 +235,11 @@ def parse_entry(path: str | os.PathLike[str]) -> ClassifierEntry:
     if bad:
         raise fail("splits", f"has {bad[0]!r}; must be among {', '.join(SPLITS)}")
 
+    file_options = _check_list_of_str(data.get("file_options", []), "file_options", fail)
+    bad = [o for o in file_options if o not in data.get("options", {})]
+    if bad:
+        raise fail("file_options", f"names {bad[0]!r}, which is not in [options]")
+
     extra = data.get("extra", "")
     if extra:
         from ubsafe.extras import EXTRAS
@@ -267,6 +276,7 @@ def parse_entry(path: str | os.PathLike[str]) -> ClassifierEntry:
         notes=data["notes"].strip(),
         score=data.get("score", "").strip(),
         options=MappingProxyType(dict(data.get("options", {}))),
+        file_options=tuple(file_options),
         train_sources=tuple(train_sources),
         splits=tuple(splits),
         extra=extra,

@@ -111,6 +111,16 @@ def _decode_one(
         return sample_id, None, str(exc)
 
 
+def image_bytes(run: Run, rows: pd.DataFrame) -> Iterator[tuple[str, bytes | None, str]]:
+    """(sample_id, bytes or None, reason) of `rows` in order, read under the run's limits (the
+    folders images may come from, the largest file read)."""
+    from ubsafe.data.files import ReadLimits
+    from ubsafe.data.locate import iter_image_bytes
+    from ubsafe.rundir import dataset_root
+
+    return iter_image_bytes(dataset_root(run), rows, limits=ReadLimits.from_config(run.config))
+
+
 def iter_decoded(
     run: Run,
     rows: pd.DataFrame,
@@ -123,13 +133,8 @@ def iter_decoded(
 
     `convert` receives RGB images, or with `grey` also "L" ones for greyscale sources.
     """
-    from ubsafe.data.files import ReadLimits
-    from ubsafe.data.locate import iter_image_bytes
-    from ubsafe.rundir import dataset_root
-
-    root = dataset_root(run)
     workers = run.config.decode_workers if workers is None else workers
-    entries = iter_image_bytes(root, rows, limits=ReadLimits.from_config(run.config))
+    entries = image_bytes(run, rows)
     if workers <= 0:
         for entry in entries:
             yield _decode_one(entry, convert, grey)
@@ -166,11 +171,9 @@ def iter_inputs(
         # the encoder resizes before it needs channels: greyscale stays one channel until then
         yield from iter_decoded(run, rows, encoder.to_input, grey=True)
         return
-    from ubsafe.data.locate import iter_image_bytes
-    from ubsafe.rundir import dataset_root
     from ubsafe.stages import decode_gpu
 
-    entries = iter_image_bytes(dataset_root(run), rows)
+    entries = image_bytes(run, rows)
     workers = max(1, run.config.decode_workers)
     yield from decode_gpu.iter_inputs(entries, encoder, encoder.device, workers=workers)
 

@@ -104,16 +104,12 @@ def train_rows(run: Run) -> pd.DataFrame:
 def image_store(run: Run, rows: pd.DataFrame) -> tuple[dict[str, bytes], list[tuple[str, str]]]:
     """The encoded bytes of every train image that decodes (decoded again when used), and the
     (sample id, reason) of those that do not."""
-    from ubsafe.data.files import ReadLimits
     from ubsafe.data.images import DecodeError, decode_image
-    from ubsafe.data.locate import iter_image_bytes
-    from ubsafe.rundir import dataset_root
+    from ubsafe.stages import common
 
     store: dict[str, bytes] = {}
     skipped: list[tuple[str, str]] = []
-    for sample_id, data, reason in iter_image_bytes(
-        dataset_root(run), rows, limits=ReadLimits.from_config(run.config)
-    ):
+    for sample_id, data, reason in common.image_bytes(run, rows):
         if data is None:
             skipped.append((sample_id, reason))
             continue
