@@ -256,8 +256,13 @@ def test_robust_accuracy_by_corruption_severity_and_attack(
     digital = digital[
         (digital.classifier == "q16") & (digital.family == "digital") & (digital.source == "ai")
     ]
-    mean = family.cell(("q16",), "digital", "AI").split("\n")[0]
+    cell = family.cell(("q16",), "digital", "AI")
+    mean = cell.split("\n")[0]
     assert mean == f"{digital.robust_accuracy.mean():.3f}"
+    # the family mean carries its interval from robustness_family.csv
+    fam = results(alpha, "robustness_family.csv").set_index(["classifier", "family", "source"])
+    row = fam.loc[("q16", "digital", "ai")]
+    assert f"[{row.robust_accuracy_lo:.3f}, {row.robust_accuracy_hi:.3f}]" in cell, cell
 
 
 def test_image_classifiers_have_no_drift_and_the_report_says_why(alpha_report: Path) -> None:

@@ -78,3 +78,62 @@ def test_drift_rows_of_classifiers_that_move_alike_are_shown_once(
 def test_the_pairs_section_says_why_an_interval_and_mcnemar_can_differ(written: Written) -> None:
     html = render_report([written.root]).read_text(encoding="utf-8")
     assert "they test different things" in html
+
+
+def captured_figure(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    from ubsafe.report import figures
+
+    seen: list[object] = []
+
+    def keep(fig: object) -> figures.Png:
+        seen.append(fig)
+        return figures.Png(b"", 0, 0)
+
+    monkeypatch.setattr(figures, "to_png", keep)
+    return seen
+
+
+def test_a_two_row_panel_is_not_stretched_to_its_neighbours_height(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ubsafe.report import figures
+
+    rows = []
+    for name, cats in (("q16", 12), ("nudenet", 2), ("probe-all", 12), ("sd_filter", 5)):
+        for k in range(cats):
+            for source in ("real", "ai"):
+                rows.append(
+                    {"classifier": name, "category": f"c{k:02d}", "source": source}
+                    | {"f1": 0.5, "f1_lo": 0.4, "f1_hi": 0.6}
+                )
+    seen = captured_figure(monkeypatch)
+    figures.effectiveness(pd.DataFrame(rows), ["q16", "nudenet", "probe-all", "sd_filter"])
+    fig = seen[0]
+    inches = fig.get_size_inches()[1]  # type: ignore[attr-defined]
+    boxes = [ax.get_position() for ax in fig.axes]  # type: ignore[attr-defined]
+    heights = [box.height * inches for box in boxes]
+    assert heights[1] / heights[0] == pytest.approx((2 + 0.6) / (12 + 0.6))
+    assert heights[3] / heights[2] == pytest.approx((5 + 0.6) / (12 + 0.6))
+    assert boxes[0].y1 == pytest.approx(boxes[1].y1)  # top-aligned within their row
+
+
+def test_every_precision_recall_panel_has_its_axis_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ubsafe.report import figures
+
+    names = ["q16", "nudenet", "probe-all", "sd_filter"]  # two rows of panels
+    rows = [
+        {"classifier": name, "category": cat, "source": source, "precision": 0.7, "recall": 0.4}
+        for name in names
+        for cat in ("Hate", "Sexual")
+        for source in ("real", "ai")
+    ]
+    seen = captured_figure(monkeypatch)
+    figures.precision_recall(pd.DataFrame(rows), names)
+    fig = seen[0]
+    fig.canvas.draw()  # type: ignore[attr-defined]
+    panels = [ax for ax in fig.axes if ax.get_visible()]  # type: ignore[attr-defined]
+    assert len(panels) == len(names)
+    for ax in panels:
+        xs = [t.get_text() for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+        ys = [t.get_text() for t in ax.get_yticklabels() if t.get_visible() and t.get_text()]
+        assert xs and ys, ax.get_title()
