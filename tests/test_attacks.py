@@ -361,6 +361,62 @@ def test_results_do_not_depend_on_batch_composition(mode: str, name: str) -> Non
     assert torch.equal(part.steps_taken, whole.steps_taken[order])
 
 
+class OneRowEncoder:
+    """Like ubsafe's encoder on a CPU: one sample per pass, so its rows never see each other."""
+
+    def __init__(self) -> None:
+        torch.manual_seed(1)
+        self.net = nn.Sequential(
+            Normalise(CLIP_MEAN, CLIP_STD), nn.Flatten(), nn.Linear(3 * 16 * 16, 512)
+        ).eval()
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.net(row) for row in pixels.split(1)])
+
+
+def test_the_stage_model_gives_bitwise_the_same_logits_and_gradients_for_any_shard() -> None:
+    # A batched product's rows change in their last bits with the number of rows (the BLAS picks
+    # kernels by shape); the attack stage's model must not let that reach an attack's sign steps.
+    from ubsafe.classifiers.torch_head import BinaryLogits
+    from ubsafe.stages.attack import end_to_end
+
+    class ProbeHead(nn.Module):  # a probe's surrogate: w · e/|e| + b, as [-z, z] logits
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(2)
+            self.linear = nn.Linear(512, 1)
+
+        def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+            return self.linear(nn.functional.normalize(embeddings, dim=-1))
+
+    model = end_to_end(OneRowEncoder(), BinaryLogits(ProbeHead()).eval())
+    pixels = torch.rand(110, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+
+    with torch.no_grad():
+        labels = model(pixels).argmax(dim=1)
+
+    def logits_and_gradient(rows: slice) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = pixels[rows].clone().requires_grad_(True)
+        logits = model(batch)
+        loss = nn.functional.cross_entropy(logits, labels[rows], reduction="sum")
+        (gradient,) = torch.autograd.grad(loss, batch)
+        return logits.detach(), gradient
+
+    whole = logits_and_gradient(slice(0, 110))
+    parts = [logits_and_gradient(slice(a, b)) for a, b in ((0, 7), (7, 110))]
+    assert torch.equal(torch.cat([p[0] for p in parts]), whole[0])
+    assert torch.equal(torch.cat([p[1] for p in parts]), whole[1])
+
+    spec = ubsafe_spec("pgd", 8, steps=10)
+    judge = argmax_judge(model)  # type: ignore[arg-type]
+    full = run_attack(model, pixels, labels, spec, seeds=range(110), judge=judge)
+    split = [
+        run_attack(model, pixels[a:b], labels[a:b], spec, seeds=range(a, b), judge=judge)
+        for a, b in ((0, 7), (7, 110))
+    ]
+    assert torch.equal(torch.cat([r.adversarial for r in split]), full.adversarial)
+
+
 def test_pgd_start_follows_each_samples_seed_alone() -> None:
     model = tiny_cnn()
     pixels, labels = clean_batch(model, n=4)

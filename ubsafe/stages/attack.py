@@ -285,7 +285,14 @@ def end_to_end(encoder: Any, head: Any) -> Any:
             self.head = head
 
         def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.head(encoder.forward(pixels).float())
+            embeddings = encoder.forward(pixels).float()
+            # The head sees one row at a time: a batched product's rows (and those of its
+            # gradient) change in their last bits with the number of rows, as the BLAS picks its
+            # kernels by shape, and a sign step on a near-zero gradient component would then
+            # depend on the shard size. One row per call is invariant by construction.
+            if len(embeddings) <= 1:
+                return self.head(embeddings)
+            return torch.cat([self.head(row) for row in embeddings.split(1)])
 
     return EndToEnd()
 
