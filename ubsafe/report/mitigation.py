@@ -10,7 +10,7 @@ only with `--thumbnails blur`, and then only heavily blurred (`ubsafe.report.thu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -96,9 +96,30 @@ def expected_max_table(ctx: Context, judge: str) -> pd.DataFrame:
 NUDITY_FIELDS = ("images", "with exposed part", "detections", "removal")
 
 
+def _generator_by_field(
+    ctx: Context, cells: Iterable[tuple[str, Any, dict[str, str]]], fields: Sequence[str]
+) -> pd.DataFrame:
+    """Generator × field from (run label, generator, {field: cell}) triples, fields in order."""
+    rows = [
+        {"generator": generator, "field": field, RUN: label, "cell": cell}
+        for label, generator, by_field in cells
+        for field, cell in by_field.items()
+    ]
+    return wide_table(
+        records(rows),
+        ["generator"],
+        ["field"],
+        ctx.labels,
+        orders={**_orders(ctx), "field": tuple(fields)},
+    )
+
+
 def nudity_summary(ctx: Context, category: str = OVERALL) -> pd.DataFrame:
     """Generator × field for every selected class together."""
-    rows: list[dict[str, Any]] = []
+    return _generator_by_field(ctx, _nudity_cells(ctx, category), NUDITY_FIELDS)
+
+
+def _nudity_cells(ctx: Context, category: str) -> Iterator[tuple[str, Any, dict[str, str]]]:
     for run, frame in ctx.with_table("nudity"):
         part = frame[(frame["class"] == TOTAL) & (frame["category"] == category)]
         for row in part.itertuples(index=False):
@@ -112,17 +133,7 @@ def nudity_summary(ctx: Context, category: str = OVERALL) -> pd.DataFrame:
                 if not fmt.is_missing(row.removal)
                 else ("baseline" if str(row.generator) == str(row.baseline) else fmt.UNDEFINED),
             }
-            for field, cell in cells.items():
-                rows.append(
-                    {"generator": row.generator, "field": field, RUN: run.label, "cell": cell}
-                )
-    return wide_table(
-        records(rows),
-        ["generator"],
-        ["field"],
-        ctx.labels,
-        orders={**_orders(ctx), "field": NUDITY_FIELDS},
-    )
+            yield run.label, row.generator, cells
 
 
 def removal_table(ctx: Context, category: str = OVERALL) -> pd.DataFrame:
@@ -180,7 +191,10 @@ def _number(value: Any, digits: int) -> str:
 
 
 def fidelity_table(ctx: Context) -> pd.DataFrame:
-    rows: list[dict[str, Any]] = []
+    return _generator_by_field(ctx, _fidelity_cells(ctx), FIDELITY_FIELDS)
+
+
+def _fidelity_cells(ctx: Context) -> Iterator[tuple[str, Any, dict[str, str]]]:
     for run, frame in ctx.with_table("fidelity"):
         for row in frame.itertuples(index=False):
             cells = {
@@ -194,17 +208,7 @@ def fidelity_table(ctx: Context) -> pd.DataFrame:
                 "FID": _number(row.fid, 2),
                 "KID": _number(row.kid, 4),
             }
-            for field, cell in cells.items():
-                rows.append(
-                    {"generator": row.generator, "field": field, RUN: run.label, "cell": cell}
-                )
-    return wide_table(
-        records(rows),
-        ["generator"],
-        ["field"],
-        ctx.labels,
-        orders={**_orders(ctx), "field": FIDELITY_FIELDS},
-    )
+            yield run.label, row.generator, cells
 
 
 def agreement_table(ctx: Context) -> pd.DataFrame:
