@@ -178,7 +178,8 @@ _REGISTRY: tuple[PerturbationInfo, ...] = (
         "weather:Spatter",
         suite="imagenet-c-extra",
         batched=False,
-        notes="the water mask (Canny, distance transform) is built per image with OpenCV",
+        notes="the water mask (Canny, distance transform): on the CPU per image with OpenCV; on "
+        "CUDA, or without OpenCV, by batched tensor ops that give OpenCV's bytes",
     ),
     _entry(
         "saturate",

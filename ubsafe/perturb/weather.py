@@ -7,9 +7,12 @@ same rounding is kept; final images stay float.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from ubsafe.perturb import _water
 from ubsafe.perturb._filters import gaussian_filter
 from ubsafe.perturb._frost import frost_source_id, frost_source_setting, frost_textures
 from ubsafe.perturb._motion import motion_blur
@@ -168,15 +171,16 @@ class Spatter(Perturbation):
 
 
 def water_mask(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
-    """ImageNet-C's water-drop mask, one image at a time with OpenCV on the CPU, (B, 1, S, S)."""
-    try:
-        import cv2
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "spatter (severities 1-3) needs OpenCV: pip install opencv-python-headless"
-        ) from error
+    """ImageNet-C's water-drop mask (B, 1, S, S), float32 on the liquid's device.
+
+    On the CPU OpenCV builds it image by image, the fastest there; on an accelerator, or without
+    OpenCV, batched tensor ops build the very same bytes (`_water.py`), with no step per image.
+    """
+    cv2 = None if liquid.device.type != "cpu" else _opencv()
+    if cv2 is None:
+        return _water.water_mask(liquid, intensity)
     masks = []
-    for layer in liquid[:, 0].cpu().numpy():
+    for layer in liquid[:, 0].numpy():
         layer_u8 = np.clip(layer * 255.0, 0, 255).astype(np.uint8)
         edges = 255 - cv2.Canny(layer_u8, 50, 150)
         dist = cv2.distanceTransform(edges, cv2.DIST_L2, 5)
@@ -189,4 +193,12 @@ def water_mask(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
         mask = layer_u8.astype(np.float32) * dist
         peak = float(mask.max())
         masks.append(mask / peak * intensity if peak > 0 else mask)
-    return torch.from_numpy(np.stack(masks)[:, None]).to(liquid.device)
+    return torch.from_numpy(np.stack(masks)[:, None])
+
+
+def _opencv() -> Any:
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return cv2
