@@ -167,6 +167,12 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--decode-workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    parser.add_argument(
+        "--decode-pool",
+        choices=("threads", "processes"),
+        default="threads",
+        help="the stage's CPU decode pool (both are also timed alone)",
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--build-model", default="ViT-L-14")
     parser.add_argument("--build-limit", type=float, default=2.0, help="seconds; 0 skips")
@@ -207,6 +213,7 @@ def main() -> None:
                 "shard_size": args.files,
                 "batch_size": args.batch,
                 "decode_workers": args.decode_workers,
+                "decode_pool": args.decode_pool,
                 "weights_dir": str(root / "weights"),
                 "micro_batch": args.batch,
                 "device": device,
@@ -254,6 +261,22 @@ def main() -> None:
         encoder_rate = statistics.median(encoder_rates)
         stage_rate = statistics.median(stage_rates)
         path = common.decode_path(run)
+        pools: dict[str, list[float]] = {"threads": [], "processes": []}
+        startup = 0.0
+        if path == "cpu":
+
+            def decode(pool: str) -> None:
+                convert = encoder.input_converter
+                for _ in common.iter_decoded(run, rows, convert, grey=True, pool=pool):
+                    pass
+
+            start = time.perf_counter()
+            decode("processes")  # starts the worker processes, kept for later shards
+            startup = time.perf_counter() - start
+            decode("threads")
+            for _ in range(args.rounds):  # decoding alone, alternating
+                for pool, rates in pools.items():
+                    rates.append(rate(lambda pool=pool: decode(pool), len(rows), 1))
 
     bf16 = towers[torch.bfloat16]
     print(
@@ -269,7 +292,14 @@ def main() -> None:
     print(f"open_clip tower, bf16 weights:   {bf16:9.1f} images/s")
     print(f"open_clip tower, float32:        {towers[torch.float32]:9.1f} images/s")
     print(f"ubsafe encoder on ready tensors: {encoder_rate:9.1f} images/s")
-    print(f"embed stage from JPEG files:     {stage_rate:9.1f} images/s")
+    print(f"embed stage from JPEG files:     {stage_rate:9.1f} images/s ({args.decode_pool})")
+    if pools["threads"]:
+        threads, processes = (statistics.median(pools[p]) for p in ("threads", "processes"))
+        print(
+            f"CPU decode alone: threads {threads:.1f} images/s, processes {processes:.1f} "
+            f"images/s, processes / threads {processes / threads:.2f}x (the first shard of a "
+            f"process also starts the workers: {startup:.1f} s with its {len(rows)} images)"
+        )
     print(
         f"ratio encoder / tower-bf16: {encoder_rate / bf16:.1%}  (goal >= 95% on a GPU); "
         f"stage / tower-bf16: {stage_rate / bf16:.1%}  (goal >= 85% on a GPU); "

@@ -199,3 +199,32 @@ def test_both_paths_read_files_under_the_runs_limits(tmp_path: Path, cli, tiny: 
     reasons = [reason for _, reason in outcomes["cpu"]]
     assert sorted(bool(r) for r in reasons) == [False, True]
     assert any(r.startswith("too-large: the image file is") for r in reasons), reasons
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_decoding_in_processes_gives_the_threads_pixels_and_skips(
+    tiny: object, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    images = corpus()
+    monkeypatch.setattr(common, "image_bytes", lambda run, rows: iter(entries(images)))
+    run = SimpleNamespace(config=SimpleNamespace(decode_workers=workers, decode_pool="threads"))
+    convert = tiny.input_converter  # type: ignore[attr-defined]
+    inline = list(common.iter_decoded(run, None, convert, workers=0, grey=True))  # type: ignore[arg-type]
+    assert sum(1 for _, item, _ in inline if item is None) >= 3  # the corpus has skips
+    for pool in ("threads", "processes"):
+        got = list(common.iter_decoded(run, None, convert, grey=True, pool=pool))  # type: ignore[arg-type]
+        assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in inline], pool
+        for (_, ours, _), (_, theirs, _) in zip(got, inline, strict=True):
+            assert (ours is None and theirs is None) or torch.equal(ours, theirs), pool
+
+
+def test_a_converter_that_cannot_be_pickled_decodes_in_threads(
+    tiny: object, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    images = corpus()
+    monkeypatch.setattr(common, "image_bytes", lambda run, rows: iter(entries(images)))
+    run = SimpleNamespace(config=SimpleNamespace(decode_workers=2, decode_pool="processes"))
+    convert = tiny.input_converter  # type: ignore[attr-defined]
+    got = list(common.iter_decoded(run, None, lambda image: convert(image)))  # type: ignore[arg-type]
+    assert len(got) == len(images)
+    assert "cannot be pickled" in caplog.text

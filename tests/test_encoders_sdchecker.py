@@ -8,6 +8,8 @@ keys included), its `preprocessor_config.json` verbatim, and `pytorch_model.bin`
 
 from __future__ import annotations
 
+import pickle
+
 import json
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,10 @@ def test_to_input_is_the_image_processor_without_normalisation(
         assert float(pixels.min()) >= 0.0 and float(pixels.max()) <= 1.0
         expected = processor(images=image, return_tensors="pt")["pixel_values"][0]
         torch.testing.assert_close((pixels - mean) / std, expected, rtol=0, atol=1e-6)
+    # decode worker processes receive the converter pickled, without the model
+    travelled = pickle.loads(pickle.dumps(encoder.input_converter))
+    image = sample_images(1, seed=12)[0]
+    assert torch.equal(travelled(image), encoder.to_input(image))
 
 
 def test_missing_checkpoint_is_named_before_loading(tmp_path: Path) -> None:

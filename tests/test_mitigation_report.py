@@ -67,6 +67,36 @@ def test_every_table_and_the_figure_are_in_both_formats(run_dir: Path, tmp_path:
     assert all(pure_pixels(image) == 0 for image in embedded_images(html))
 
 
+def test_a_mitigation_report_speaks_of_generators_only(run_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    summary = run_dir / "results" / "summary.json"
+    summary.write_text(
+        json.dumps(
+            {
+                "target": "mitigation",
+                "encoder": "vit-l-14-openai",
+                "encoders": [],
+                "generation": {"truncated_prompts": {"sd-1.4": 2, "sld-max": 0}},
+            }
+        )
+    )
+    try:
+        render_report([run_dir], tmp_path / "report")
+    finally:
+        summary.unlink()
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    head = markdown[: markdown.index("<a id=")]
+    assert "Text-to-image generators with and without safety mitigations" in head
+    assert "UnsafeBench" not in head and "[Robustness]" not in head
+    assert "## Effectiveness" not in markdown and "## Robustness" not in markdown
+    assert "## Mitigations" in markdown
+    # the configured encoder, unused, is not shown as if it had been
+    assert "| encoder | vit-l-14-openai |" not in markdown
+    assert "| encoders used | none: no classifier of this run reads embeddings |" in markdown
+    assert "sd-1.4: 2, sld-max: 0" in markdown and "{" not in markdown
+
+
 def test_blurred_thumbnails_hide_every_generated_image(run_dir: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(
         __import__("ubsafe.cli", fromlist=["main"]).main,

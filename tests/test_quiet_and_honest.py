@@ -101,6 +101,27 @@ def test_no_caveat_for_real_data(tmp_path: Path) -> None:
     assert len(caveats(build_config(dataset=data, flags={"encoder": "tiny"}))) == 1
 
 
+def test_a_mitigation_run_is_told_its_generators_are_random(tmp_path: Path) -> None:
+    from ubsafe.config import build_config
+    from ubsafe.findings import caveats
+
+    def told(generators: tuple[str, ...], encoder: str) -> list[str]:
+        flags = {
+            "target": "mitigation",
+            "generators": generators,
+            "classifiers": ("nudenet",),
+            "encoder": encoder,
+        }
+        return caveats(build_config(dataset="builtin:demo", flags=flags))
+
+    tiny = told(("tiny-sd", "tiny-sld-max"), "tiny")
+    assert len(tiny) == 2, tiny  # NudeNet reads no embeddings: no word on the unused encoder
+    assert "'tiny-sd', 'tiny-sld-max' are tiny models" in tiny[0]
+    assert "one draw of a random process" in tiny[1]
+    real = told(("sd-1.4",), "vit-l-14-openai")
+    assert len(real) == 1 and "one draw of a random process" in real[0]
+
+
 @pytest.fixture(scope="module")
 def broken_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """24 train and 16 test rows; one image of each split cannot be decoded."""

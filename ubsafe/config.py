@@ -344,6 +344,10 @@ class RunConfig(BaseModel):
     micro_batch: int | None = _execution(default=None, ge=1)
     workers: int = _execution(default=1, ge=1)
     decode_workers: int = _execution(default=2, ge=0)
+    #: how CPU decoding runs in parallel: `threads` (PIL releases the GIL while it decodes), or
+    #: `processes` (one torch thread each) where the GIL is the limit: many workers, small
+    #: images; the same pixels either way
+    decode_pool: Literal["threads", "processes"] = _execution(default="threads")
     device: str = _execution(default="auto")
     #: folders outside the dataset's own from which a manifest may name image files (absolute
     #: paths, `../`, symlinks); nothing else outside the dataset folder is read

@@ -1,7 +1,8 @@
 """What a run's numbers are worth, and what they say, in a few lines.
 
-- `caveats(config)`: sentences that must come before any number when the data or the encoder
-  cannot support conclusions (the procedural demo data, an encoder with random weights). The
+- `caveats(config)`: sentences that must come before any number when the data, the encoder or the
+  generators cannot support conclusions (the procedural demo data, an encoder or generators with
+  random weights), and that generated images are one draw of a random process. The
   reduce stores them in `results/summary.json`, so the report says them too.
 - `findings(results_dir)`: three lines read from `results/`: the largest real-vs-AI F1 gap with
   its interval and p-value, and the weakest corruption and attack (lowest Robust Accuracy).
@@ -33,12 +34,45 @@ def caveats(config: RunConfig) -> list[str]:
         entry = get_entry(config.encoder)
     except (KeyError, ValueError):
         entry = None
-    if entry is not None and entry.init == "deterministic":
+    from ubsafe.stages.preflight import encoders_needed
+
+    used = encoders_needed(config) if entry is not None else []
+    if entry is not None and entry.init == "deterministic" and config.encoder in used:
         notes.append(
             f"The encoder '{config.encoder}' has pseudo-random, untrained weights: its embeddings "
             "carry no meaning, so these numbers exercise the pipeline and say nothing about any "
             "real classifier."
         )
+    notes.extend(_generator_caveats(config))
+    return notes
+
+
+def _generator_caveats(config: RunConfig) -> list[str]:
+    from ubsafe.generate.registry import get_generator
+    from ubsafe.targets import runs_stage
+
+    if not runs_stage(config.target, "generate"):
+        return []
+    notes = []
+    tiny = []
+    for name in config.generators:
+        try:
+            if get_generator(name).tiny:
+                tiny.append(name)
+        except (KeyError, ValueError):
+            continue
+    if tiny:
+        names = ", ".join(f"'{name}'" for name in tiny)
+        notes.append(
+            f"The generators {names} are tiny models with pseudo-random, untrained weights: "
+            "their images are noise, so these numbers exercise the pipeline and say nothing "
+            "about any real generator or mitigation."
+        )
+    notes.append(
+        "Generated images are one draw of a random process: each image's starting latent comes "
+        "from its prompt's seed and its image index, and other seeds give other images and "
+        "other rates. The intervals resample prompts; they do not redraw images."
+    )
     return notes
 
 

@@ -90,6 +90,18 @@ def config_options(func: F) -> F:
         click.option(
             "--batch-size", type=click.IntRange(min=1), default=None, help="Encoder batch size."
         ),
+        click.option(
+            "--decode-workers",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Images decoded at once while the encoder runs (default 2; 0: inline).",
+        ),
+        click.option(
+            "--decode-pool",
+            type=click.Choice(["threads", "processes"]),
+            default=None,
+            help="CPU decoding in threads (default) or processes (where the GIL limits it).",
+        ),
         click.option("--device", default=None, help="auto, cpu, cuda, cuda:1, ..."),
         click.option(
             "--cache-dir",
@@ -191,6 +203,8 @@ CONFIG_FLAGS = (
     "bootstrap",
     "workers",
     "batch_size",
+    "decode_workers",
+    "decode_pool",
     "device",
     "cache_dir",
     "weights_dir",

@@ -37,6 +37,30 @@ from ubsafe.encoders.registry import EncoderEntry
 InputTransform = Callable[[Image.Image], torch.Tensor]
 
 
+class InputConverter:
+    """An encoder's image-to-input step alone (see `Encoder.to_input`); it pickles with its
+    transform and without the model, for decoding in worker processes."""
+
+    def __init__(self, key: str, image_size: int, transform: InputTransform) -> None:
+        self.key = key
+        self.image_size = image_size
+        self.transform = transform
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        if image.mode not in ("RGB", "L"):
+            image = image.convert("RGB")
+        pixels = self.transform(image)
+        if image.mode == "L" and pixels.ndim == 3 and pixels.shape[0] == 1:
+            pixels = pixels.expand(3, -1, -1).contiguous()
+        expected = (3, self.image_size, self.image_size)
+        if tuple(pixels.shape) != expected or pixels.dtype != torch.float32:
+            raise RuntimeError(
+                f"{self.key}: its transform gave {pixels.dtype} {tuple(pixels.shape)}, "
+                f"expected float32 {expected}"
+            )
+        return pixels
+
+
 class Encoder:
     """An image encoder behind one interface, whatever library built it.
 
@@ -69,7 +93,8 @@ class Encoder:
         self.precision = precision
         self.compute_dtype = _compute_dtype(precision, device)
         self._libraries = libraries
-        self._transform = transform
+        #: `to_input` without the model: picklable, so decode worker processes can run it
+        self.input_converter = InputConverter(self.key, image_size, transform)
         # bfloat16 runs the tower with bfloat16 weights (not autocast around float32 weights):
         # half the memory traffic, no casts inside the tower; pixels are normalised in bfloat16.
         self._tower = tower.to(device, dtype=self.compute_dtype).eval().requires_grad_(False)
@@ -117,18 +142,7 @@ class Encoder:
         channels alike, so the pixels equal those of converting first, at a quarter of the memory
         for a huge image (see `ubsafe.data.images`).
         """
-        if image.mode not in ("RGB", "L"):
-            image = image.convert("RGB")
-        pixels = self._transform(image)
-        if image.mode == "L" and pixels.ndim == 3 and pixels.shape[0] == 1:
-            pixels = pixels.expand(3, -1, -1).contiguous()
-        expected = (3, self.image_size, self.image_size)
-        if tuple(pixels.shape) != expected or pixels.dtype != torch.float32:
-            raise RuntimeError(
-                f"{self.key}: its transform gave {pixels.dtype} {tuple(pixels.shape)}, "
-                f"expected float32 {expected}"
-            )
-        return pixels
+        return self.input_converter(image)
 
     def to_inputs(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """`to_input` of each image, stacked into [B, 3, S, S]."""

@@ -61,11 +61,19 @@ def build_sd_checker(
     processor = read_processor(processor_path)
     _check_declared(entry, processor, processor_path)
 
-    def to_pixels(image: Image.Image) -> torch.Tensor:
-        batch = processor(images=image, do_normalize=False, return_tensors="pt")
-        return batch["pixel_values"][0].to(torch.float32)
+    return tower, ProcessorPixels(processor), processor
 
-    return tower, to_pixels, processor
+
+class ProcessorPixels:
+    """The image processor's resize and crop without its normalisation: [0, 1] float32 pixels.
+    A class, not a closure, so that it pickles for decode worker processes."""
+
+    def __init__(self, processor: CLIPImageProcessorPil) -> None:
+        self.processor = processor
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        batch = self.processor(images=image, do_normalize=False, return_tensors="pt")
+        return batch["pixel_values"][0].to(torch.float32)
 
 
 def read_checker_config(path: Path) -> tuple[CLIPVisionConfig, int]:

@@ -1,8 +1,8 @@
-"""ImageNet-C's water-drop mask as batched integer tensor ops, equal to its OpenCV chain.
+"""ImageNet-C's water-drop mask as batched tensor ops, equal to its OpenCV chain.
 
 The chain is `Canny(50, 150)`, `distanceTransform(L2, 5)` truncated at 20, `blur(3x3)` to 8 bits,
-`equalizeHist`, an emboss `filter2D` and a second `blur(3x3)`. Every step after the first is
-integer or exactly representable arithmetic, so the tensor version gives OpenCV's bytes, not an
+`equalizeHist`, an emboss `filter2D` and a second `blur(3x3)`. Each step is integer arithmetic,
+or float arithmetic done in OpenCV's order, so the tensor version gives OpenCV's bytes, not an
 approximation (`tests/test_perturb_water.py` holds it to that). It runs the whole batch at once on
 any device: the GPU path of spatter has no per-image CPU step. The sequential parts of OpenCV's
 algorithms are replaced by equivalent parallel ones:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pandas as pd
@@ -21,6 +20,7 @@ FACTS: tuple[tuple[str, str], ...] = (
     ("n_samples", "samples"),
     ("n_shards", "shards"),
     ("encoder", "encoder"),
+    ("encoders", "encoders used"),
     ("classifiers", "classifiers"),
     ("bootstrap", "bootstrap replicates"),
     ("ci_level", "interval level"),
@@ -40,20 +40,29 @@ def _fact(key: str, value: Any) -> str:
     if isinstance(value, list | tuple):
         return ", ".join(str(v) for v in value)
     if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
+        return ", ".join(f"{k}: {_fact(k, v)}" for k, v in sorted(value.items()))
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
 
 
 def _facts(summary: dict[str, Any]) -> dict[str, Any]:
-    """A summary with its tables (e.g. `generation`) one row per entry: `generation.n_images`."""
+    """A summary with its tables (e.g. `generation`) one row per entry: `generation.n_images`.
+
+    Where the summary lists the encoders the run used, the configured one is shown only if used
+    (a mitigation run judged by NudeNet alone reads no embeddings).
+    """
     flat: dict[str, Any] = {}
     for key, value in summary.items():
         if isinstance(value, dict) and value and key != "coverage":
             flat.update({f"{key}.{k}": v for k, v in value.items()})
         else:
             flat[key] = value
+    if "encoders" in flat:
+        if flat.get("encoder") not in flat["encoders"]:
+            flat.pop("encoder", None)
+        if not flat["encoders"]:
+            flat["encoders"] = "none: no classifier of this run reads embeddings"
     return flat
 
 

@@ -23,33 +23,57 @@ from ubsafe.report.notice import notice_paragraphs
 from ubsafe.report.overview import runs_section, skipped_section
 from ubsafe.report.pooled import pooled_section
 from ubsafe.report.robustness import robustness_section
+from ubsafe.targets import TARGETS, runs_stage
 
 #: Bump when the report's content changes for the same results (a current report is then redone).
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 INPUTS_META = "ubsafe-inputs"
 VERSION_META = "ubsafe-report-version"
+
+
+#: Each section with the kinds of run it reports on: classifiers on a dataset (`guards`), or
+#: generators judged on the images they made (`mitigation`). A section no run needs is left out.
+BUILDERS = (
+    (runs_section, ("guards", "mitigation")),
+    (effectiveness_section, ("guards",)),
+    (gap_section, ("guards",)),
+    (precision_recall_section, ("guards",)),
+    (pairs_section, ("guards",)),
+    (pooled_section, ("guards",)),
+    (robustness_section, ("guards",)),
+    (shift_section, ("guards",)),
+    (mitigation_section, ("mitigation",)),
+    (skipped_section, ("guards", "mitigation")),
+)
+INTROS = {
+    "guards": "Effectiveness and robustness of image safety classifiers on real-world and "
+    "AI-generated images (the UnsafeBench protocol), read from each run's results/.",
+    "mitigation": "Text-to-image generators with and without safety mitigations, judged by "
+    "image safety classifiers on the images they made from a prompt benchmark (the I2P and "
+    "SafeGen measures), read from each run's results/.",
+}
+
+
+def run_kinds(run: RunResults) -> set[str]:
+    """`mitigation` for a run whose target generates images (or that has mitigation results),
+    `guards` for any other: its target, or without a summary its tables, say which."""
+    target = str(run.summary.get("target") or "")
+    generates = target in TARGETS and runs_stage(target, "generate")
+    has_mitigation = run.get("mitigation") is not None
+    kinds = set()
+    if generates or has_mitigation:
+        kinds.add("mitigation")
+    if not generates and (target or not has_mitigation):
+        kinds.add("guards")
+    return kinds
 
 
 def build_document(runs: list[RunResults], thumbnails: str = "off") -> Document:
     """The report of `runs` (side by side when there are several), as a document."""
     ctx = Context(runs, thumbnails)
-    builders = (
-        runs_section,
-        effectiveness_section,
-        gap_section,
-        precision_recall_section,
-        pairs_section,
-        pooled_section,
-        robustness_section,
-        shift_section,
-        mitigation_section,
-        skipped_section,
-    )
+    kinds = set().union(*(run_kinds(run) for run in runs))
     title = "ubsafe report: " + " vs ".join(ctx.labels)
-    intro = [
-        "Effectiveness and robustness of image safety classifiers on real-world and AI-generated "
-        "images (the UnsafeBench protocol), read from each run's results/."
-    ]
+    intro = [text for kind, text in INTROS.items() if kind in kinds]
     if ctx.several:
         intro.append(
             "Runs side by side: each column holds one sub-column per run, labelled by run name."
@@ -59,7 +83,11 @@ def build_document(runs: list[RunResults], thumbnails: str = "off") -> Document:
         INPUTS_META: " ".join(inputs_digest(run.root) for run in runs),
         VERSION_META: str(REPORT_VERSION),
     }
-    sections = [section for build in builders if (section := build(ctx)) is not None]
+    sections = [
+        section
+        for build, serves in BUILDERS
+        if kinds & set(serves) and (section := build(ctx)) is not None
+    ]
     return Document(title, intro, sections, meta)
 
 

@@ -1,16 +1,23 @@
 """What several stages share: models loaded once per process, and a shard's decoded images.
 
-Decoding runs in a thread pool while the caller computes (PIL releases the GIL while it decodes and
-resizes), so I/O and compute overlap inside a shard.
+Decoding runs in a pool while the caller computes, so I/O and compute overlap inside a shard: a
+thread pool by default (PIL releases the GIL while it decodes and resizes), or with
+`decode_pool = "processes"` worker processes of one torch thread each, for when the GIL, or
+threads contending for torch's own pool, is the limit. Both run the same function on the same
+bytes, so the pixels are identical; a converter that cannot be pickled falls back to threads.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
+import hashlib
 import logging
+import multiprocessing
+import pickle
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -128,27 +135,88 @@ def iter_decoded(
     *,
     workers: int | None = None,
     grey: bool = False,
+    pool: str | None = None,
 ) -> Iterator[tuple[str, T | None, str]]:
     """Yield (sample_id, converted image or None, skip reason) in `rows` order; decode ahead.
 
-    `convert` receives RGB images, or with `grey` also "L" ones for greyscale sources.
+    `convert` receives RGB images, or with `grey` also "L" ones for greyscale sources. `pool`
+    (default: the run's `decode_pool`) is `threads` or `processes`.
     """
     workers = run.config.decode_workers if workers is None else workers
+    pool = run.config.decode_pool if pool is None else pool
     entries = image_bytes(run, rows)
     if workers <= 0:
         for entry in entries:
             yield _decode_one(entry, convert, grey)
         return
+    scope, task = _decode_executor(pool, workers, convert, grey)
     # A bounded window ahead (Executor.map would read every image of the shard at once): memory
     # holds at most a few encoded images and their decodes, whatever the shard size.
     window: collections.deque[Future[tuple[str, T | None, str]]] = collections.deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+    with scope as executor:
         for entry in entries:
-            window.append(pool.submit(_decode_one, entry, convert, grey))
+            window.append(executor.submit(task, entry))
             if len(window) > 2 * workers:
                 yield window.popleft().result()
         while window:
             yield window.popleft().result()
+
+
+def _decode_executor(
+    pool: str, workers: int, convert: Callable[[Image.Image], T], grey: bool
+) -> tuple[
+    contextlib.AbstractContextManager[Executor],
+    Callable[[tuple[str, bytes | None, str]], tuple[str, T | None, str]],
+]:
+    """The pool to decode in (a context that ends it after the shard, or for worker processes
+    keeps it for the next shard) and the task to submit to it."""
+    if pool == "processes":
+        try:
+            payload = pickle.dumps((convert, grey))
+        except Exception as exc:
+            log.warning("decoding in threads: the image converter cannot be pickled (%s)", exc)
+        else:
+            return contextlib.nullcontext(_process_pool(workers, payload)), _decode_in_worker
+    elif pool != "threads":
+        raise ValueError(f"decode_pool {pool!r}: use threads or processes")
+    threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
+    return threads, functools.partial(_decode_one, convert=convert, grey=grey)
+
+
+_PROCESS_POOLS: dict[tuple[int, bytes], ProcessPoolExecutor] = {}
+
+
+def _process_pool(workers: int, payload: bytes) -> ProcessPoolExecutor:
+    """Worker processes for one converter, started once per process and kept for later shards
+    (starting them imports torch: seconds). concurrent.futures joins them at exit."""
+    key = (workers, hashlib.sha256(payload).digest())
+    found = _PROCESS_POOLS.get(key)
+    if found is None or getattr(found, "_broken", False):  # a worker died: start anew
+        # spawn, not fork: the parent's torch and OpenMP threads do not survive a fork
+        found = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_decode_worker,
+            initargs=(payload,),
+        )
+        _PROCESS_POOLS[key] = found
+    return found
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_decode_worker(payload: bytes) -> None:
+    """A decode worker process: one torch thread (the pool is the parallelism), the converter."""
+    import torch
+
+    torch.set_num_threads(1)
+    convert, grey = pickle.loads(payload)
+    _WORKER.update(convert=convert, grey=grey)
+
+
+def _decode_in_worker(entry: tuple[str, bytes | None, str]) -> tuple[str, Any, str]:
+    return _decode_one(entry, _WORKER["convert"], _WORKER["grey"])
 
 
 def decode_path(run: Run) -> str:
@@ -169,7 +237,7 @@ def iter_inputs(
     path = decode_path(run) if path is None else path
     if path == "cpu":
         # the encoder resizes before it needs channels: greyscale stays one channel until then
-        yield from iter_decoded(run, rows, encoder.to_input, grey=True)
+        yield from iter_decoded(run, rows, encoder.input_converter, grey=True)
         return
     from ubsafe.stages import decode_gpu
 

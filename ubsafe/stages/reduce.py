@@ -300,6 +300,7 @@ def summary(
     run: Run, missing: dict[str, list[tuple[int, str]]], merged: Merged, n_skipped: int
 ) -> dict[str, Any]:
     from ubsafe.findings import caveats
+    from ubsafe.stages.preflight import encoders_needed
     from ubsafe.stages.score import coverage
 
     c = run.config
@@ -313,6 +314,7 @@ def summary(
         "n_shards": run.n_shards,
         "n_predictions": len(merged.predictions),
         "encoder": c.encoder,
+        "encoders": encoders_needed(c),
         "classifiers": list(c.classifiers),
         "coverage": {name: list(coverage(run, name)) for name in c.classifiers},
         "bootstrap": c.bootstrap,
