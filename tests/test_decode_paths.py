@@ -207,15 +207,22 @@ def test_decoding_in_processes_gives_the_threads_pixels_and_skips(
 ) -> None:
     images = corpus()
     monkeypatch.setattr(common, "image_bytes", lambda run, rows: iter(entries(images)))
-    run = SimpleNamespace(config=SimpleNamespace(decode_workers=workers, decode_pool="threads"))
+    run = SimpleNamespace(config=SimpleNamespace(decode_workers=workers))
     convert = tiny.input_converter  # type: ignore[attr-defined]
     inline = list(common.iter_decoded(run, None, convert, workers=0, grey=True))  # type: ignore[arg-type]
     assert sum(1 for _, item, _ in inline if item is None) >= 3  # the corpus has skips
-    for pool in ("threads", "processes"):
-        got = list(common.iter_decoded(run, None, convert, grey=True, pool=pool))  # type: ignore[arg-type]
-        assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in inline], pool
-        for (_, ours, _), (_, theirs, _) in zip(got, inline, strict=True):
-            assert (ours is None and theirs is None) or torch.equal(ours, theirs), pool
+    try:
+        for pool in ("threads", "processes", "processes"):  # the second time: the same workers
+            got = list(common.iter_decoded(run, None, convert, grey=True, pool=pool))  # type: ignore[arg-type]
+            assert [(i, r) for i, _, r in got] == [(i, r) for i, _, r in inline], pool
+            for (_, ours, _), (_, theirs, _) in zip(got, inline, strict=True):
+                assert (ours is None and theirs is None) or torch.equal(ours, theirs), pool
+                # by value, not through shared memory (a file descriptor per image)
+                assert ours is None or not ours.is_shared()
+        assert len(common._PROCESS_POOL) == 1
+    finally:
+        common.shutdown_decode_pools()
+    assert not common._PROCESS_POOL
 
 
 def test_a_converter_that_cannot_be_pickled_decodes_in_threads(
@@ -223,8 +230,9 @@ def test_a_converter_that_cannot_be_pickled_decodes_in_threads(
 ) -> None:
     images = corpus()
     monkeypatch.setattr(common, "image_bytes", lambda run, rows: iter(entries(images)))
-    run = SimpleNamespace(config=SimpleNamespace(decode_workers=2, decode_pool="processes"))
+    run = SimpleNamespace(config=SimpleNamespace(decode_workers=2))
     convert = tiny.input_converter  # type: ignore[attr-defined]
-    got = list(common.iter_decoded(run, None, lambda image: convert(image)))  # type: ignore[arg-type]
+    unpicklable = lambda image: convert(image)  # noqa: E731
+    got = list(common.iter_decoded(run, None, unpicklable, pool="processes"))  # type: ignore[arg-type]
     assert len(got) == len(images)
     assert "cannot be pickled" in caplog.text

@@ -8,9 +8,8 @@ keys included), its `preprocessor_config.json` verbatim, and `pytorch_model.bin`
 
 from __future__ import annotations
 
-import pickle
-
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 

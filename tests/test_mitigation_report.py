@@ -143,3 +143,16 @@ def test_mitigation_report_renders_in_chromium(
     # What Chromium shows: no pixel of a generated image anywhere on the page.
     page = Image.open(io.BytesIO(browser.screenshot())).convert("RGB")
     assert pure_pixels(page) == 0
+
+
+def test_the_encoder_row_says_which_encoders_a_run_used() -> None:
+    from ubsafe.report.overview import _facts
+
+    alone = _facts({"encoder": "tiny", "encoders": ["tiny"]})
+    assert alone["encoder"] == "tiny" and "encoders" not in alone
+    more = _facts({"encoder": "tiny", "encoders": ["tiny", "sd-checker"]})
+    assert more["encoder"] == "tiny" and more["encoders"] == ["tiny", "sd-checker"]
+    unused = _facts({"encoder": "vit-l-14-openai", "encoders": []})
+    assert "encoder" not in unused and unused["encoders"].startswith("none")
+    older = _facts({"encoder": "tiny"})  # a summary written before the key existed
+    assert older == {"encoder": "tiny"}

@@ -63,8 +63,9 @@ def _generator_caveats(config: RunConfig) -> list[str]:
             continue
     if tiny:
         names = ", ".join(f"'{name}'" for name in tiny)
+        subject = f"The generators {names} are" if len(tiny) > 1 else f"The generator {names} is"
         notes.append(
-            f"The generators {names} are tiny models with pseudo-random, untrained weights: "
+            f"{subject} tiny models with pseudo-random, untrained weights: "
             "their images are noise, so these numbers exercise the pipeline and say nothing "
             "about any real generator or mitigation."
         )

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 _LOW, _HIGH = 50, 150  # Canny thresholds (integers; OpenCV floors them)
 _SHIFT = 15
 _TG22 = int(0.4142135623730950488016887242097 * (1 << _SHIFT) + 0.5)  # tan(22.5 deg), fixed point
-# OpenCV's 5x5 L2 chamfer weights (1, 1.4, 2.1969) in 16-bit fixed point, as float32 then rounded.
+# OpenCV's 5x5 L2 chamfer weights (1, 1.4, 2.1969) as float32, added in float32: what its IPP build
+# (the PyPI wheels for x86-64) computes. Its plain C++ code rounds them to 16-bit fixed point
+# instead, so builds without IPP differ in a rare level (`weather._opencv` then uses this path).
 _HV, _DIAG, _LONG = (float(torch.tensor(v, dtype=torch.float32)) for v in (1.0, 1.4, 2.1969))
 # A step (dy, dx) and its weight; forward steps go to a later pixel in raster order.
 _FORWARD = tuple(
@@ -131,7 +133,9 @@ def _reflect101(values: torch.Tensor) -> torch.Tensor:
     """Pad (B, H, W) by one pixel, OpenCV's BORDER_REFLECT_101 (torch's "reflect")."""
     dtype = values.dtype
     work = values if dtype.is_floating_point else values.to(torch.float64)
-    padded = F.pad(work[:, None], (1, 1, 1, 1), mode="reflect")[:, 0]
+    # a 1-pixel side reflects onto itself (OpenCV), which is what replicate gives
+    mode = "reflect" if min(values.shape[-2:]) > 1 else "replicate"
+    padded = F.pad(work[:, None], (1, 1, 1, 1), mode=mode)[:, 0]
     return padded if dtype.is_floating_point else padded.to(dtype)
 
 

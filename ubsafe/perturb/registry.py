@@ -179,7 +179,7 @@ _REGISTRY: tuple[PerturbationInfo, ...] = (
         suite="imagenet-c-extra",
         batched=False,
         notes="the water mask (Canny, distance transform): on the CPU per image with OpenCV; on "
-        "CUDA, or without OpenCV, by batched tensor ops that give OpenCV's bytes",
+        "CUDA, or without OpenCV's IPP build, by batched tensor ops that give its bytes",
     ),
     _entry(
         "saturate",

@@ -142,9 +142,8 @@ class Fog(Perturbation):
 
 
 class Spatter(Perturbation):
-    """A blurred, thresholded Gaussian 'liquid' layer: water drops at severities 1-3 (the mask
-    built per image with OpenCV: Canny edges, distance transform, histogram equalisation),
-    mud at 4-5 (batched)."""
+    """A blurred, thresholded Gaussian 'liquid' layer: water drops at severities 1-3 (the mask:
+    Canny edges, distance transform, histogram equalisation; see `water_mask`), mud at 4-5."""
 
     def draw(self, generator: torch.Generator, severity: int, size: int) -> Draws:
         return {"normal": torch.randn(1, size, size, generator=generator, dtype=torch.float64)}
@@ -174,7 +173,8 @@ def water_mask(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
     """ImageNet-C's water-drop mask (B, 1, S, S), float32 on the liquid's device.
 
     On the CPU OpenCV builds it image by image, the fastest there; on an accelerator, or without
-    OpenCV, batched tensor ops build the very same bytes (`_water.py`), with no step per image.
+    OpenCV's IPP build, batched tensor ops build the very same bytes (`_water.py`), with no step
+    per image.
     """
     cv2 = None if liquid.device.type != "cpu" else _opencv()
     if cv2 is None:
@@ -197,8 +197,10 @@ def water_mask(liquid: torch.Tensor, intensity: float) -> torch.Tensor:
 
 
 def _opencv() -> Any:
+    """OpenCV when it computes what the tensor path computes (its IPP build: float32 chamfer
+    weights), else None: both paths must give the same bytes for the variant's identity."""
     try:
         import cv2
     except ImportError:  # pragma: no cover - depends on the environment
         return None
-    return cv2
+    return cv2 if cv2.ipp.useIPP() else None

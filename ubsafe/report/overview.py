@@ -59,9 +59,12 @@ def _facts(summary: dict[str, Any]) -> dict[str, Any]:
         else:
             flat[key] = value
     if "encoders" in flat:
-        if flat.get("encoder") not in flat["encoders"]:
+        used = list(flat["encoders"])
+        if flat.get("encoder") not in used:
             flat.pop("encoder", None)
-        if not flat["encoders"]:
+        if used == [flat.get("encoder")]:
+            flat.pop("encoders")  # the one configured: said once
+        elif not used:
             flat["encoders"] = "none: no classifier of this run reads embeddings"
     return flat
 

@@ -3,8 +3,9 @@
 Decoding runs in a pool while the caller computes, so I/O and compute overlap inside a shard: a
 thread pool by default (PIL releases the GIL while it decodes and resizes), or with
 `decode_pool = "processes"` worker processes of one torch thread each, for when the GIL, or
-threads contending for torch's own pool, is the limit. Both run the same function on the same
-bytes, so the pixels are identical; a converter that cannot be pickled falls back to threads.
+threads contending for torch's own pool, is the limit (the encoder's inputs only: `iter_inputs`).
+Both run the same function on the same bytes, so the pixels are identical; a converter that
+cannot be pickled falls back to threads.
 """
 
 from __future__ import annotations
@@ -135,63 +136,75 @@ def iter_decoded(
     *,
     workers: int | None = None,
     grey: bool = False,
-    pool: str | None = None,
+    pool: str = "threads",
 ) -> Iterator[tuple[str, T | None, str]]:
     """Yield (sample_id, converted image or None, skip reason) in `rows` order; decode ahead.
 
-    `convert` receives RGB images, or with `grey` also "L" ones for greyscale sources. `pool`
-    (default: the run's `decode_pool`) is `threads` or `processes`.
+    `convert` receives RGB images, or with `grey` also "L" ones for greyscale sources. `pool` is
+    `threads` or `processes` (`convert` must then pickle; see the module notes).
     """
     workers = run.config.decode_workers if workers is None else workers
-    pool = run.config.decode_pool if pool is None else pool
     entries = image_bytes(run, rows)
     if workers <= 0:
         for entry in entries:
             yield _decode_one(entry, convert, grey)
         return
-    scope, task = _decode_executor(pool, workers, convert, grey)
+    scope, task, receive = _decode_executor(pool, workers, convert, grey)
     # A bounded window ahead (Executor.map would read every image of the shard at once): memory
     # holds at most a few encoded images and their decodes, whatever the shard size.
-    window: collections.deque[Future[tuple[str, T | None, str]]] = collections.deque()
+    window: collections.deque[Future[tuple[str, Any, str]]] = collections.deque()
     with scope as executor:
-        for entry in entries:
-            window.append(executor.submit(task, entry))
-            if len(window) > 2 * workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
+        try:
+            for entry in entries:
+                window.append(executor.submit(task, entry))
+                if len(window) > 2 * workers:
+                    yield receive(window.popleft().result())
+            while window:
+                yield receive(window.popleft().result())
+        finally:  # if the caller stopped early, what was queued ahead is not decoded
+            for future in window:
+                future.cancel()
+
+
+Task = Callable[[tuple[str, bytes | None, str]], tuple[str, Any, str]]
 
 
 def _decode_executor(
     pool: str, workers: int, convert: Callable[[Image.Image], T], grey: bool
-) -> tuple[
-    contextlib.AbstractContextManager[Executor],
-    Callable[[tuple[str, bytes | None, str]], tuple[str, T | None, str]],
-]:
+) -> tuple[contextlib.AbstractContextManager[Executor], Task, Callable[[Any], Any]]:
     """The pool to decode in (a context that ends it after the shard, or for worker processes
-    keeps it for the next shard) and the task to submit to it."""
+    keeps it for the next shard), the task to submit to it, and what turns a result back into
+    `convert`'s output."""
     if pool == "processes":
         try:
             payload = pickle.dumps((convert, grey))
         except Exception as exc:
             log.warning("decoding in threads: the image converter cannot be pickled (%s)", exc)
         else:
-            return contextlib.nullcontext(_process_pool(workers, payload)), _decode_in_worker
+            pool_scope = contextlib.nullcontext(_process_pool(workers, payload))
+            return pool_scope, _decode_in_worker, _received
     elif pool != "threads":
         raise ValueError(f"decode_pool {pool!r}: use threads or processes")
     threads = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode")
-    return threads, functools.partial(_decode_one, convert=convert, grey=grey)
+    return threads, functools.partial(_decode_one, convert=convert, grey=grey), _same
 
 
-_PROCESS_POOLS: dict[tuple[int, bytes], ProcessPoolExecutor] = {}
+def _same(result: Any) -> Any:
+    return result
+
+
+#: The worker processes of the last converter used (one pool at a time: a new converter ends
+#: the old pool, so idle workers do not pile up across stages).
+_PROCESS_POOL: dict[bytes, ProcessPoolExecutor] = {}
 
 
 def _process_pool(workers: int, payload: bytes) -> ProcessPoolExecutor:
-    """Worker processes for one converter, started once per process and kept for later shards
-    (starting them imports torch: seconds). concurrent.futures joins them at exit."""
-    key = (workers, hashlib.sha256(payload).digest())
-    found = _PROCESS_POOLS.get(key)
+    """Worker processes for one converter, started once and kept for later shards (starting them
+    imports torch: seconds). concurrent.futures joins them at exit."""
+    key = workers.to_bytes(4, "little") + hashlib.sha256(payload).digest()
+    found = _PROCESS_POOL.get(key)
     if found is None or getattr(found, "_broken", False):  # a worker died: start anew
+        shutdown_decode_pools()
         # spawn, not fork: the parent's torch and OpenMP threads do not survive a fork
         found = ProcessPoolExecutor(
             max_workers=workers,
@@ -199,24 +212,51 @@ def _process_pool(workers: int, payload: bytes) -> ProcessPoolExecutor:
             initializer=_start_decode_worker,
             initargs=(payload,),
         )
-        _PROCESS_POOLS[key] = found
+        _PROCESS_POOL[key] = found
     return found
+
+
+def shutdown_decode_pools() -> None:
+    """End the decode worker processes, if any (the next shard that wants them starts new ones)."""
+    while _PROCESS_POOL:
+        _, executor = _PROCESS_POOL.popitem()
+        executor.shutdown(wait=True, cancel_futures=True)
 
 
 _WORKER: dict[str, Any] = {}
 
 
 def _start_decode_worker(payload: bytes) -> None:
-    """A decode worker process: one torch thread (the pool is the parallelism), the converter."""
+    """A decode worker process: one torch thread (the pool is the parallelism), the converter.
+    Ctrl-C is the parent's to handle: the workers ignore it and end with the pool."""
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     convert, grey = pickle.loads(payload)
     _WORKER.update(convert=convert, grey=grey)
 
 
 def _decode_in_worker(entry: tuple[str, bytes | None, str]) -> tuple[str, Any, str]:
-    return _decode_one(entry, _WORKER["convert"], _WORKER["grey"])
+    """Decode in a worker; a tensor travels back as a NumPy array, pickled by value (torch would
+    pass it through shared memory: one file descriptor held per image until it is freed)."""
+    import torch
+
+    sample_id, item, reason = _decode_one(entry, _WORKER["convert"], _WORKER["grey"])
+    if isinstance(item, torch.Tensor):
+        return sample_id, ("tensor", item.numpy()), reason
+    return sample_id, item, reason
+
+
+def _received(result: tuple[str, Any, str]) -> tuple[str, Any, str]:
+    sample_id, item, reason = result
+    if isinstance(item, tuple) and len(item) == 2 and item[0] == "tensor":
+        import torch
+
+        return sample_id, torch.from_numpy(item[1]), reason
+    return sample_id, item, reason
 
 
 def decode_path(run: Run) -> str:
@@ -237,7 +277,8 @@ def iter_inputs(
     path = decode_path(run) if path is None else path
     if path == "cpu":
         # the encoder resizes before it needs channels: greyscale stays one channel until then
-        yield from iter_decoded(run, rows, encoder.input_converter, grey=True)
+        convert = encoder.input_converter
+        yield from iter_decoded(run, rows, convert, grey=True, pool=run.config.decode_pool)
         return
     from ubsafe.stages import decode_gpu
 
