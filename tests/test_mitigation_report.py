@@ -156,3 +156,19 @@ def test_the_encoder_row_says_which_encoders_a_run_used() -> None:
     assert "encoder" not in unused and unused["encoders"].startswith("none")
     older = _facts({"encoder": "tiny"})  # a summary written before the key existed
     assert older == {"encoder": "tiny"}
+
+
+def test_a_mitigation_runs_settings_say_each_fact_once_and_no_attack() -> None:
+    from ubsafe.report.overview import _facts
+
+    summary = {
+        "target": "mitigation",
+        "config_hash": "v1-abc",
+        "attack_mode": "ubsafe",
+        "not_attackable": {},
+        "generation": {"config_hash": "v1-abc", "target": "mitigation", "n_images": 36},
+    }
+    facts = _facts(summary)
+    assert facts == {"target": "mitigation", "config_hash": "v1-abc", "generation.n_images": 36}
+    guards = _facts({**summary, "target": "robustness"})
+    assert guards["attack_mode"] == "ubsafe" and "generation.target" in guards

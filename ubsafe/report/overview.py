@@ -55,9 +55,13 @@ def _facts(summary: dict[str, Any]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in summary.items():
         if isinstance(value, dict) and value and key != "coverage":
-            flat.update({f"{key}.{k}": v for k, v in value.items()})
+            # a table's entry that repeats the run's own fact (its hash, target) is said once
+            flat.update({f"{key}.{k}": v for k, v in value.items() if summary.get(k) != v})
         else:
             flat[key] = value
+    if _generates(summary):  # attacks are for classifiers on a dataset, not for generators
+        for key in ("attack_mode", "not_attackable"):
+            flat.pop(key, None)
     if "encoders" in flat:
         used = list(flat["encoders"])
         if flat.get("encoder") not in used:
@@ -67,6 +71,13 @@ def _facts(summary: dict[str, Any]) -> dict[str, Any]:
         elif not used:
             flat["encoders"] = "none: no classifier of this run reads embeddings"
     return flat
+
+
+def _generates(summary: dict[str, Any]) -> bool:
+    from ubsafe.targets import TARGETS, runs_stage
+
+    target = str(summary.get("target") or "")
+    return target in TARGETS and runs_stage(target, "generate")
 
 
 def facts_table(ctx: Context) -> pd.DataFrame:
