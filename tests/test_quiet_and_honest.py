@@ -84,6 +84,16 @@ def test_effectiveness_demo_output_is_short_and_honest(tmp_path: Path) -> None:
     assert len(summary["caveats"]) == 2
 
 
+def test_the_mitigation_demo_alone_runs_the_generators_into_out(tmp_path: Path) -> None:
+    done = ubsafe_shell("demo", "--target", "mitigation", "--out", "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Mitigation demo: 12 built-in prompts" in done.stdout
+    markdown = (tmp_path / "run" / "report" / "report.md").read_text(encoding="utf-8")
+    assert "Read this first. The generators 'tiny-sd'" in markdown
+    assert "## Mitigations" in markdown and "## Effectiveness" not in markdown
+    assert not (tmp_path / "run-mitigation").exists()
+
+
 def test_verbose_flag_shows_info_records(demo_dir: Path, tmp_path: Path) -> None:
     quiet = ubsafe_shell("plan", demo_dir, "--out", "a", cwd=tmp_path)
     loud = ubsafe_shell("-v", "plan", demo_dir, "--out", "b", cwd=tmp_path)

@@ -186,7 +186,11 @@ def demo(
     """The main job on the embedded demo data: data, probes, NudeNet, robustness, report; and a
     small text-to-image mitigation run with the tiny generators."""
     from ubsafe.demo import run_demo, run_mitigation_demo
+    from ubsafe.targets import runs_stage
 
+    if runs_stage(target, "generate"):  # the generators' demo alone, into OUT
+        click.echo(run_mitigation_demo(out=out, workers=workers or 1))
+        return
     report = run_demo(
         out=out, data_dir=data_dir, n=n, shard_size=shard_size, workers=workers, target=target
     )
