@@ -37,6 +37,7 @@ _FORWARD = tuple(
 _BACKWARD = tuple((-dy, -dx, weight) for dy, dx, weight in _FORWARD)
 _TRUNC = 20
 _EMBOSS = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))
+_BOX = ((1, 1, 1), (1, 1, 1), (1, 1, 1))
 _FAR = float(1 << 30)
 
 
@@ -141,17 +142,11 @@ def _reflect101(values: torch.Tensor) -> torch.Tensor:
 
 def _box3(values: torch.Tensor) -> torch.Tensor:
     """The normalised 3x3 box filter (float64 in and out): exact sums, then one multiply by 1/9."""
-    h, w = values.shape[-2:]
-    padded = _reflect101(values)
-    total = torch.zeros_like(values)
-    for dy in range(3):
-        for dx in range(3):
-            total = total + padded[:, dy : dy + h, dx : dx + w]
-    return total * (1.0 / 9.0)
+    return _correlate3(values, _BOX) * (1.0 / 9.0)
 
 
 def _correlate3(values: torch.Tensor, kernel: tuple[tuple[int, ...], ...]) -> torch.Tensor:
-    """Integer 3x3 correlation with REFLECT_101 borders (int32 in and out)."""
+    """3x3 correlation with REFLECT_101 borders, in the input's dtype, taps added in row order."""
     h, w = values.shape[-2:]
     padded = _reflect101(values)
     total = torch.zeros_like(values)

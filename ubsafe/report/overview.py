@@ -59,7 +59,7 @@ def _facts(summary: dict[str, Any]) -> dict[str, Any]:
             flat.update({f"{key}.{k}": v for k, v in value.items() if summary.get(k) != v})
         else:
             flat[key] = value
-    if _generates(summary):  # attacks are for classifiers on a dataset, not for generators
+    if generates(summary):  # attacks are for classifiers on a dataset, not for generators
         for key in ("attack_mode", "not_attackable"):
             flat.pop(key, None)
     if "encoders" in flat:
@@ -73,7 +73,8 @@ def _facts(summary: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _generates(summary: dict[str, Any]) -> bool:
+def generates(summary: dict[str, Any]) -> bool:
+    """Whether the run of `summary` generated images (its target runs `generate`)."""
     from ubsafe.targets import TARGETS, runs_stage
 
     target = str(summary.get("target") or "")

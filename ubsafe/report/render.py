@@ -20,10 +20,9 @@ from ubsafe.report.effectiveness import (
 from ubsafe.report.load import RunResults, inputs_digest, load_runs
 from ubsafe.report.mitigation import mitigation_section
 from ubsafe.report.notice import notice_paragraphs
-from ubsafe.report.overview import runs_section, skipped_section
+from ubsafe.report.overview import generates, runs_section, skipped_section
 from ubsafe.report.pooled import pooled_section
 from ubsafe.report.robustness import robustness_section
-from ubsafe.targets import TARGETS, runs_stage
 
 #: Bump when the report's content changes for the same results (a current report is then redone).
 REPORT_VERSION = 3
@@ -58,12 +57,12 @@ def run_kinds(run: RunResults) -> set[str]:
     """`mitigation` for a run whose target generates images (or that has mitigation results),
     `guards` for any other: its target, or without a summary its tables, say which."""
     target = str(run.summary.get("target") or "")
-    generates = target in TARGETS and runs_stage(target, "generate")
+    made_images = generates(run.summary)
     has_mitigation = run.get("mitigation") is not None
     kinds = set()
-    if generates or has_mitigation:
+    if made_images or has_mitigation:
         kinds.add("mitigation")
-    if not generates and (target or not has_mitigation):
+    if not made_images and (target or not has_mitigation):
         kinds.add("guards")
     return kinds
 
